@@ -1,0 +1,1 @@
+"""Shared library for the paper replications: data, training loop, metrics and key tables."""

@@ -1,0 +1,209 @@
+"""One training run's configuration, resolved from a paper's `params.yaml` and validated at the edge.
+
+A paper's params file holds `profiles` (default = laptop CPU, paper = the paper's protocol), each
+with per-dataset overrides, and `arms` (the networks its key table compares). A run is
+profile ← dataset override ← arm override, merged in that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.datasets import DATASETS
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message is one line naming the field and the allowed values."""
+
+
+def choice(field_name: str, value: Any, allowed: Any) -> Any:
+    """Return `value` if it is one of `allowed`, else raise a ConfigError naming the field."""
+    if value not in allowed:
+        names = ", ".join(str(a) for a in sorted(allowed, key=str))
+        raise ConfigError(f"{field_name}: {value!r} is not one of {names}")
+    return value
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Split, subset, augmentation and normalisation of the training set."""
+
+    val_size: int = 5000
+    train_size: int | None = None  # a subset of the remaining training images; None = all
+    test_size: int | None = None  # a subset of the test set; None = all (smoke runs only)
+    split_seed: int = 0  # the same validation split for every seed
+    pad: int = 4  # translation by up to `pad` pixels: pad, then random crop
+    padding_mode: str = "zeros"
+    flip: bool = True
+    normalize: str = "per_pixel_mean"
+
+    def __post_init__(self) -> None:
+        choice("data.padding_mode", self.padding_mode, ("zeros", "reflect"))
+        choice("data.normalize", self.normalize, ("per_pixel_mean", "mean_std"))
+        if self.val_size < 1:
+            raise ConfigError(f"data.val_size: {self.val_size} must be at least 1")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum, as every paper here uses (dampening 0)."""
+
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Multi-step learning-rate schedule, milestones in epochs or iterations, optional warm-up.
+
+    Warm-up (ResNet-110): train at `warmup_lr` until the training error of a mini-batch falls
+    below `warmup_until_error`, then switch to `lr`.
+    """
+
+    epochs: int = 10
+    max_steps: int = -1  # stop after this many iterations (-1: run all epochs)
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    unit: str = "epoch"
+    warmup_lr: float | None = None
+    warmup_until_error: float = 0.8
+
+    def __post_init__(self) -> None:
+        choice("schedule.unit", self.unit, ("epoch", "step"))
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Lightning Trainer settings: DDP over GPUs and nodes is a change here, not in code."""
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"  # auto: bf16-mixed where the hardware has it, else 32-true
+    channels_last: bool = True
+    limit_train_batches: int | float = 1.0  # smoke runs only
+    limit_val_batches: int | float = 1.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run depends on; its hash tells whether a checkpoint belongs to it."""
+
+    paper: str
+    profile: str
+    arm: str
+    dataset: str
+    seed: int
+    model: dict[str, Any]
+    select: str = "last"  # which epoch's test error is reported: last, or lowest validation error
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        choice("select", self.select, ("last", "lowest_val"))
+        if "class_path" not in self.model:
+            raise ConfigError("model.class_path: missing (e.g. papers.resnet.model.CifarResNet)")
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}-{self.dataset}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Hash of what determines the result (not where it is logged)."""
+        d = self.to_dict()
+        d.pop("wandb")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _section(cls: type, values: dict[str, Any] | None, name: str) -> Any:
+    """Build a config dataclass, naming an unknown field and the allowed ones."""
+    values = values or {}
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"{name}.{key}: unknown field (allowed: {', '.join(allowed)})")
+    return cls(**values)
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"params: {path} does not exist")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def resolve(
+    params: dict[str, Any],
+    *,
+    paper: str,
+    arm: str,
+    dataset: str,
+    seed: int,
+    shared: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The RunConfig of one (arm, dataset, seed) under the params' active profile.
+
+    `shared` holds the repo-wide defaults (root params.yaml: trainer, wandb) under the paper's.
+    """
+    profiles = params.get("profiles", {})
+    profile = choice("profile", params.get("profile", "default"), profiles)
+    block = profiles[profile]
+    datasets = block.get("datasets", {})
+    choice("dataset", dataset, DATASETS)
+    if dataset not in datasets:
+        raise ConfigError(
+            f"dataset: {dataset!r} has no protocol in profile {profile!r} "
+            f"(allowed: {', '.join(datasets)})"
+        )
+    arms = params.get("arms", {})
+    choice("arm", arm, arms)
+    run = merge(merge(merge(shared or {}, _without(block, "datasets")), datasets[dataset]), arms[arm])
+    unknown = set(run) - {"model", "select", "data", "optim", "schedule", "trainer", "wandb"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown section in profile {profile!r}")
+    return RunConfig(
+        paper=paper,
+        profile=profile,
+        arm=arm,
+        dataset=dataset,
+        seed=seed,
+        model=run.get("model", {}),
+        select=run.get("select", "last"),
+        data=_section(DataConfig, run.get("data"), "data"),
+        optim=_section(OptimConfig, run.get("optim"), "optim"),
+        schedule=_section(ScheduleConfig, run.get("schedule"), "schedule"),
+        trainer=_section(TrainerConfig, run.get("trainer"), "trainer"),
+        wandb=run.get("wandb", {}),
+    )
+
+
+def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != key}

@@ -1,0 +1,203 @@
+"""A paper's key table: each published number beside ours, how ours was obtained, and a verdict.
+
+`published.yaml` in a paper folder lists the rows. A row's `ours` says how to measure it:
+- `{metric, arm, dataset}`: a run metric, over the seeds of that arm on that data set;
+- `{metric, difference: [a, b], dataset}`: per seed, metric(a) − metric(b) (an effect);
+- `{metric, saving: [a, b], dataset}`: per seed, 100 · (1 − metric(a) / metric(b)) in %;
+- `{model: {class_path, ...}, stat: params | macs, input_shape, scale}`: counted on the network.
+`dataset: "*"` repeats the row for every data set the active profile ran.
+A published value is a number, or `direction: higher | lower` where the paper gives only a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from common.config import ConfigError, load_params
+from common.io import atomic_write_json, atomic_write_text
+from common.metrics import count_macs, count_params, summarize
+
+VERDICTS = ("reproduced", "direction reproduced", "not reproduced", "not run in this profile")
+NOT_RUN = VERDICTS[3]
+
+
+def load_runs(runs_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished runs (only they have metrics.json) of the active profile's arms × data × seeds.
+
+    Runs left over from another profile or seed list stay on disk but out of the table.
+    """
+    runs = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/metrics.json"))]
+    return [
+        r for r in runs
+        if r["profile"] == params.get("profile", "default") and r["arm"] in params["arms"]
+        and r["dataset"] in params["datasets"] and r["seed"] in params["seeds"]
+    ]  # fmt: skip
+
+
+def _seeds(runs: list[dict], arm: str, dataset: str, metric: str) -> dict[int, float]:
+    return {r["seed"]: r[metric] for r in runs if r["arm"] == arm and r["dataset"] == dataset}
+
+
+def _run_values(ours: dict[str, Any], runs: list[dict], dataset: str) -> dict[int, float]:
+    """Per-seed values of a run-based row on one data set."""
+    metric = ours["metric"]
+    if "arm" in ours:
+        return _seeds(runs, ours["arm"], dataset, metric)
+    kind = "difference" if "difference" in ours else "saving"
+    a, b = (_seeds(runs, arm, dataset, metric) for arm in ours[kind])
+    common = sorted(set(a) & set(b))
+    if kind == "difference":
+        return {s: a[s] - b[s] for s in common}
+    return {s: 100 * (1 - a[s] / b[s]) for s in common}
+
+
+def _model_stat(ours: dict[str, Any]) -> float:
+    from common.training import build_model  # Lightning is only needed for model-stat rows
+
+    shape = ours["input_shape"]
+    spec = dict(ours["model"])
+    classes = spec.pop("num_classes", 1000 if shape[-1] >= 224 else 10)
+    model = build_model(spec, in_channels=shape[1], num_classes=classes)
+    value = count_params(model) if ours["stat"] == "params" else count_macs(model, shape)
+    return value * ours.get("scale", 1.0)
+
+
+def _how(runs: list[dict], dataset: str, arms: list[str]) -> str:
+    chosen = [r for r in runs if r["dataset"] == dataset and r["arm"] in arms]
+    first = chosen[0]
+    seeds = sorted({r["seed"] for r in chosen})
+    epochs = sorted({r["epochs"] for r in chosen})
+    return (
+        f"{first['profile']} profile, {dataset} ({first['train_images']} train images), "
+        f"{'/'.join(map(str, epochs))} epochs, seeds {','.join(map(str, seeds))}, "
+        f"{first['precision']}, test error at {first['select'].replace('_', ' ')} epoch"
+    )
+
+
+def _verdict(row: dict[str, Any], summary: dict[str, float]) -> str:
+    """Reproduced within tolerance; for effects, the sign beyond seed noise; else not."""
+    mean, std = summary["mean"], summary["std"]
+    if "published" in row:
+        published = row["published"]
+        if abs(mean - published) <= row.get("tolerance", 0.0):
+            return VERDICTS[0]
+        is_effect = "difference" in row["ours"] or "saving" in row["ours"]
+        sign = 1 if published > 0 else -1
+    else:
+        is_effect, sign = True, 1 if row["direction"] == "higher" else -1
+    if is_effect and mean * sign > 0 and abs(mean) > std:
+        return VERDICTS[1]
+    return VERDICTS[2]
+
+
+def _published_text(row: dict[str, Any]) -> str:
+    if "published" not in row:
+        return f"{row['direction']} ({row['source']})"
+    statistic = f", {row['statistic']}" if row.get("statistic") else ""
+    return f"{row['published']:g}{row.get('unit', '')} ({row['source']}{statistic})"
+
+
+def _row_datasets(ours: dict[str, Any], runs: list[dict]) -> list[str]:
+    if ours.get("dataset") != "*":
+        return [ours["dataset"]]
+    return sorted({r["dataset"] for r in runs}) or ["*"]
+
+
+def build_rows(published: dict[str, Any], runs: list[dict]) -> list[dict[str, Any]]:
+    """The table's rows, each with published, ours, how ours was obtained, and the verdict."""
+    rows = []
+    for row in published["rows"]:
+        ours = row["ours"]
+        if "stat" in ours:
+            value = _model_stat(ours)
+            summary = {"n": 1, "mean": value, "std": 0.0}
+            rows.append(_entry(row, None, summary, "counted on the network", _verdict(row, summary)))
+            continue
+        for dataset in _row_datasets(ours, runs):
+            values = _run_values(ours, runs, dataset)
+            if not values:
+                rows.append(_entry(row, dataset, None, "", NOT_RUN))
+                continue
+            stat = row.get("statistic") if row.get("statistic") in ("best", "median") else "mean"
+            summary = summarize(list(values.values()), stat)
+            arms = [ours["arm"]] if "arm" in ours else ours.get("difference", ours.get("saving"))
+            how = _how(runs, dataset, arms)
+            rows.append(_entry(row, dataset, summary, how, _verdict(row, summary)))
+    return rows
+
+
+def _entry(row: dict, dataset: str | None, summary: dict | None, how: str, verdict: str) -> dict:
+    name = row["name"] if dataset in (None, row["ours"].get("dataset")) else f"{row['name']} [{dataset}]"
+    return {
+        "id": row["id"] + ("" if dataset in (None, row["ours"].get("dataset")) else f"@{dataset}"),
+        "name": name, "published": _published_text(row), "unit": row.get("unit", ""),
+        "statistic": row.get("statistic"), "ours": summary, "how": how, "verdict": verdict,
+    }  # fmt: skip
+
+
+def _ours_text(entry: dict[str, Any]) -> str:
+    s, unit = entry["ours"], entry["unit"]
+    if s is None:
+        return "—"
+    if s["n"] == 1 and s["std"] == 0 and entry["how"] == "counted on the network":
+        return f"{s['mean']:.4g}{unit}"
+    text = f"{s['mean']:.2f} ± {s['std']:.2f}{unit} (mean ± std, {s['n']} seeds)"
+    for stat in ("best", "median"):
+        if stat in s:
+            text = f"{s[stat]:.2f}{unit} ({stat} of {s['n']}); " + text
+    return text
+
+
+def to_markdown(title: str, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        "| Result | Published | Ours | How ours was obtained | Verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['published']} | {_ours_text(r)} | {r['how'] or '—'} "
+            f"| {r['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_table(paper_dir: Path, runs_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
+    """Build the key table from `published.yaml` and the finished runs; write JSON + Markdown."""
+    published_file = Path(paper_dir) / "published.yaml"
+    if not published_file.is_file():
+        raise ConfigError(f"paper: {published_file} does not exist")
+    published = yaml.safe_load(published_file.read_text())
+    params = load_params(Path(paper_dir) / "params.yaml")
+    rows = build_rows(published, load_runs(runs_dir, params))
+    atomic_write_json(Path(out_dir) / "table.json", {"title": published["title"], "rows": rows})
+    atomic_write_text(Path(out_dir) / "table.md", to_markdown(published["title"], rows))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`build PAPER_DIR` writes PAPER_DIR/results/table.{json,md}; `show PAPER_DIR` prints it."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("command", choices=("build", "show"))
+    parser.add_argument("paper_dir", type=Path)
+    args = parser.parse_args(argv)
+    results = args.paper_dir / "results"
+    try:
+        if args.command == "build":
+            write_table(args.paper_dir, args.paper_dir / "runs", results)
+        elif not (results / "table.md").is_file():
+            raise ConfigError(f"paper: no table in {results}; run `dvc repro {args.paper_dir}`")
+        print((results / "table.md").read_text(), end="")
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""`python -m common.train`: one run (arm × dataset × seed) of a paper's pipeline, a DVC stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.config import ConfigError, load_params, resolve
+from common.datasets import DataError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="paper params")
+    parser.add_argument("--shared", type=Path, help="repo-wide params (trainer, wandb defaults)")
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="prepared data set (.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        params = load_params(args.params)
+        shared = load_params(args.shared) if args.shared else {}
+        config = resolve(
+            params, paper=args.params.resolve().parent.name, arm=args.arm,
+            dataset=args.dataset, seed=args.seed,
+            shared={k: shared[k] for k in ("trainer", "wandb") if k in shared},
+        )  # fmt: skip
+        from common.training import fit  # after validation: importing Lightning takes seconds
+
+        fit(config, args.data, args.out)
+    except (ConfigError, DataError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The classification LightningModule every paper reuses, and `fit`, which runs one configured run.
+
+Lightning owns the loop, checkpoints, DDP and the progress bar; this file adds what the papers
+specify: SGD with momentum/Nesterov/weight decay, multi-step schedules by epoch or iteration,
+ResNet-110's warm-up, per-epoch train/val/test error, and resumption from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import Tensor, nn
+
+from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig
+from common.data import ImageDataModule
+from common.io import atomic_write_json, atomic_write_text
+from common.metrics import count_macs, count_params
+
+HISTORY_FIELDS = (
+    "epoch", "lr", "train_loss", "train_error", "val_loss", "val_error", "test_loss",
+    "test_error", "train_time_s",
+)  # fmt: skip
+
+
+def build_model(spec: dict[str, Any], in_channels: int, num_classes: int) -> nn.Module:
+    """Instantiate `spec["class_path"]` with the spec's other keys as keyword arguments."""
+    kwargs = {k: v for k, v in spec.items() if k != "class_path"}
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"model.class_path: cannot import {spec['class_path']!r}") from err
+    try:
+        return cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
+        raise ConfigError(f"model: {err}") from err
+
+
+class MultiStep:
+    """LR factor gamma^k after the k-th milestone (a picklable LambdaLR function)."""
+
+    def __init__(self, milestones: tuple[int, ...], gamma: float) -> None:
+        self.milestones, self.gamma = list(milestones), gamma
+
+    def __call__(self, t: int) -> float:
+        return self.gamma ** bisect.bisect_right(self.milestones, t)
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy classifier; logs loss and error (%) on train, validation and test."""
+
+    def __init__(
+        self, model: nn.Module, optim: OptimConfig, schedule: ScheduleConfig, channels_last: bool
+    ) -> None:
+        super().__init__()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(memory_format=self.memory_format)
+        self.optim, self.schedule = optim, schedule
+        self.warming_up = schedule.warmup_lr is not None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.contiguous(memory_format=self.memory_format))
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> tuple[Tensor, Tensor]:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        error = (logits.argmax(1) != labels).float().mean() * 100
+        log = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))
+        self.log(f"{split}_loss", loss, add_dataloader_idx=False, **log)
+        self.log(f"{split}_error", error, add_dataloader_idx=False, **log)
+        return loss, error
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, error = self._step(batch, "train")
+        if self.warming_up and error.item() < self.schedule.warmup_until_error * 100:
+            self.warming_up = False
+            self._set_lr(self.lr_schedulers().get_last_lr())
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0):
+        self._step(batch, ("val", "test")[dataloader_idx])
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.warming_up:
+            self._set_lr([self.schedule.warmup_lr] * len(self.optimizers().param_groups))
+
+    def _set_lr(self, lrs: list[float]) -> None:
+        for group, lr in zip(self.optimizers().param_groups, lrs, strict=True):
+            group["lr"] = lr
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o, s = self.optim, self.schedule
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+            weight_decay=o.weight_decay, dampening=0.0,
+        )  # fmt: skip
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, MultiStep(s.milestones, s.gamma))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": s.unit}}
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        # Zeros, not None: a branch skipped this step (stochastic depth) still gets weight decay
+        # and momentum, as in the official Torch code; SGD skips parameters whose grad is None.
+        optimizer.zero_grad(set_to_none=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["warming_up"] = self.warming_up
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.warming_up = checkpoint["warming_up"]
+
+
+class History(Callback):
+    """One row per epoch (errors, losses, LR, training wall time) written to `history.csv`.
+
+    Its rows travel in the checkpoint, so a resumed run keeps the curve of the epochs before.
+    Training time excludes evaluation: it is what stochastic depth's Table 2 compares.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rows = Path(path), []
+        self._start, self._train_time, self._lr = 0.0, None, float("nan")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start, self._train_time = time.perf_counter(), None
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        if args[-1] == 0:  # the LR the epoch's first step used (warm-up included)
+            self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._train_time is None:
+            self._train_time = time.perf_counter() - self._start
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {k: metrics.get(k, float("nan")) for k in HISTORY_FIELDS}
+        train_time = self._train_time or time.perf_counter() - self._start
+        row.update(epoch=trainer.current_epoch + 1, train_time_s=train_time)
+        row["lr"] = self._lr
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        lines = [",".join(HISTORY_FIELDS)]
+        lines += [",".join(f"{row[k]:.6g}" for k in HISTORY_FIELDS) for row in self.rows]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16 mixed precision where the hardware runs it natively, else fp32."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
+
+
+def _resume_from(ckpt_dir: Path, config: RunConfig) -> Path | None:
+    """The last checkpoint if it was written by this very configuration; else start afresh."""
+    stamp, last = ckpt_dir / "config.digest", ckpt_dir / "last.ckpt"
+    if last.exists() and stamp.exists() and stamp.read_text() == config.digest():
+        return last
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt_dir.mkdir(parents=True)
+    stamp.write_text(config.digest())
+    return None
+
+
+def _last_checkpoint(ckpt_dir: Path) -> ModelCheckpoint:
+    # Saved at the end of the training epoch, after History has added that epoch's row.
+    return ModelCheckpoint(
+        dirpath=ckpt_dir, save_top_k=0, save_last=True, save_on_train_epoch_end=True
+    )
+
+
+def _logger(config: RunConfig) -> Any:
+    mode = config.wandb.get("mode", "offline")
+    if mode == "disabled":
+        return False
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(
+        project=config.wandb.get("project", "resnet-family"), group=config.paper,
+        name=f"{config.paper}/{config.name}", job_type=config.profile, mode=mode,
+        save_dir=config.wandb.get("dir", "."), config=config.to_dict(),
+    )  # fmt: skip
+
+
+def select_epoch(rows: list[dict[str, float]], select: str) -> dict[str, float]:
+    """The epoch whose test error is reported: the last, or the lowest validation error."""
+    if select == "last":
+        return rows[-1]
+    return min(rows, key=lambda r: (r["val_error"], r["epoch"]))
+
+
+def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
+    """Train one run, writing `history.csv`, `metrics.json` and checkpoints under `out`."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = ImageDataModule(data_file, config.data, config.optim.batch_size)
+    data.setup()
+    model = build_model(config.model, data.image_shape[0], data.num_classes)
+    stats = {"params": count_params(model), "macs": count_macs(model, (1, *data.image_shape))}
+    module = Classifier(model, config.optim, config.schedule, config.trainer.channels_last)
+    out = Path(out)
+    resume = _resume_from(out / "ckpt", config)
+    history = History(out / "history.csv")
+    t = config.trainer
+    precision = resolve_precision(t.precision, t.accelerator)
+    logger = _logger(config)
+    trainer = L.Trainer(
+        max_epochs=config.schedule.epochs, max_steps=config.schedule.max_steps,
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+        precision=precision, limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0, deterministic="warn",
+        callbacks=[history, _last_checkpoint(out / "ckpt")],
+        logger=logger, enable_model_summary=False, default_root_dir=out,
+    )  # fmt: skip
+    trainer.fit(module, data, ckpt_path=resume, weights_only=True)
+    if not trainer.is_global_zero:
+        return {}
+    chosen = select_epoch(history.rows, config.select)
+    metrics = {
+        "paper": config.paper, "profile": config.profile, "arm": config.arm,
+        "dataset": config.dataset, "seed": config.seed, "precision": precision,
+        "select": config.select, "epochs": len(history.rows), "steps": trainer.global_step,
+        "train_images": len(data.train_set), "config_digest": config.digest(), **stats,
+        "selected_epoch": int(chosen["epoch"]), "test_error": chosen["test_error"],
+        "val_error": chosen["val_error"], "final_train_error": history.rows[-1]["train_error"],
+        "final_test_error": history.rows[-1]["test_error"],
+        "train_time_s": sum(r["train_time_s"] for r in history.rows),
+    }  # fmt: skip
+    metrics["time_per_epoch_s"] = metrics["train_time_s"] / metrics["epochs"]
+    if logger:
+        logger.experiment.summary.update(metrics)
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
