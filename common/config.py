@@ -1,8 +1,9 @@
 """One training run's configuration, resolved from a paper's `params.yaml` and validated at the edge.
 
 A paper's params file holds `profiles` (default = laptop CPU, paper = the paper's protocol), each
-with per-dataset overrides, and `arms` (the networks its key table compares). A run is
-profile ← dataset override ← arm override, merged in that order.
+with per-dataset overrides, and `networks` (the arms its key table compares, as overrides). The
+lists `arms`, `datasets` and `seeds` say which runs the DVC matrix trains. A run's settings are
+repo defaults ← profile ← dataset override ← network override, merged in that order.
 """
 
 from __future__ import annotations
@@ -183,9 +184,10 @@ def resolve(
             f"dataset: {dataset!r} has no protocol in profile {profile!r} "
             f"(allowed: {', '.join(datasets)})"
         )
-    arms = params.get("arms", {})
-    choice("arm", arm, arms)
-    run = merge(merge(merge(shared or {}, _without(block, "datasets")), datasets[dataset]), arms[arm])
+    networks = params.get("networks", {})
+    choice("arm", arm, networks)
+    run = merge(shared or {}, _without(block, "datasets"))
+    run = merge(merge(run, datasets[dataset]), networks[arm])
     unknown = set(run) - {"model", "select", "data", "optim", "schedule", "trainer", "wandb"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown section in profile {profile!r}")
