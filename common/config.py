@@ -1,4 +1,4 @@
-"""One training run's configuration, resolved from a paper's `params.yaml` and validated at the edge.
+"""One training run's configuration, resolved from a paper's `params.yaml`, validated at the edge.
 
 A paper's params file holds `profiles` (default = laptop CPU, paper = the paper's protocol), each
 with per-dataset overrides, and `networks` (the arms its key table compares, as overrides). The

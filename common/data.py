@@ -112,7 +112,9 @@ class ImageDataModule(L.LightningDataModule):
         data = load_prepared(self.data_file)
         self.num_classes = int(data["num_classes"])
         images, labels = data["train_images"], data["train_labels"]
-        train_idx, val_idx = split_indices(len(labels), self.config.val_size, self.config.split_seed)
+        train_idx, val_idx = split_indices(
+            len(labels), self.config.val_size, self.config.split_seed
+        )
         train_idx = train_idx[: self.config.train_size]
         self.train_set = TensorBatches(images[train_idx], labels[train_idx])
         self.val_set = TensorBatches(images[val_idx], labels[val_idx])

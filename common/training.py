@@ -87,12 +87,20 @@ class Classifier(L.LightningModule):
             self._set_lr(self.lr_schedulers().get_last_lr())
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0):
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ):
         self._step(batch, ("val", "test")[dataloader_idx])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.warming_up:
             self._set_lr([self.schedule.warmup_lr] * len(self.optimizers().param_groups))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning skips validation when max_steps ends an epoch early, which left the previous
+        # epoch's val/test errors in the last history row; a requested stop validates first.
+        if 0 <= self.schedule.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
 
     def _set_lr(self, lrs: list[float]) -> None:
         for group, lr in zip(self.optimizers().param_groups, lrs, strict=True):
@@ -105,7 +113,10 @@ class Classifier(L.LightningModule):
             weight_decay=o.weight_decay, dampening=0.0,
         )  # fmt: skip
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, MultiStep(s.milestones, s.gamma))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": s.unit}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": s.unit},
+        }
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
         # Zeros, not None: a branch skipped this step (stochastic depth) still gets weight decay
@@ -114,9 +125,18 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["warming_up"] = self.warming_up
+        # The RNG drives shuffling, crops, flips and dropped blocks: restoring it makes a resumed
+        # run continue exactly as the uninterrupted one would have.
+        checkpoint["rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.warming_up = checkpoint["warming_up"]
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng_state"])
 
 
 class History(Callback):
@@ -187,9 +207,12 @@ def _resume_from(ckpt_dir: Path, config: RunConfig) -> Path | None:
 
 def _last_checkpoint(ckpt_dir: Path) -> ModelCheckpoint:
     # Saved at the end of the training epoch, after History has added that epoch's row.
+    # Not save_top_k=0 + save_last=True: Lightning 2.6 then writes last.ckpt only when training
+    # ends, so an interrupted run had nothing to resume from. One top-k file named "last" is.
     return ModelCheckpoint(
-        dirpath=ckpt_dir, save_top_k=0, save_last=True, save_on_train_epoch_end=True
-    )
+        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )  # fmt: skip
 
 
 def _logger(config: RunConfig) -> Any:

@@ -1,4 +1,4 @@
-"""Smoke `dvc repro` of each paper, as a user types it, in a temporary copy of the repo on tiny data."""
+"""Smoke `dvc repro` of each paper, typed as a user would, in a temporary copy on tiny data."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _edit_yaml(root / "params.yaml", lambda p: p["wandb"].update(mode="disabled"))
     sd, rn = root / "papers/stochastic_depth/params.yaml", root / "papers/resnet/params.yaml"
     _edit_yaml(sd, lambda p: _tiny_profile(p, 8, None, [0, 1]))
-    _edit_yaml(rn, lambda p: _tiny_profile(p, 8, ["plain20", "plain56", "resnet20", "resnet56"], [0]))
+    _edit_yaml(
+        rn, lambda p: _tiny_profile(p, 8, ["plain20", "plain56", "resnet20", "resnet56"], [0])
+    )
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     return root
 

@@ -1,0 +1,195 @@
+"""common/config.py: merge order of `resolve`, one-line errors naming the field, the digest."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from common.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    ScheduleConfig,
+    load_params,
+    merge,
+    resolve,
+)
+from common.datasets import DATASETS
+
+
+def _resolve(params: dict[str, Any], **kwargs: Any) -> RunConfig:
+    args = {"paper": "tiny_paper", "arm": "tiny", "dataset": "fashion_mnist", "seed": 0}
+    return resolve(params, **{**args, **kwargs})
+
+
+def _config_error(params: dict[str, Any], **kwargs: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        _resolve(params, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_resolve_merges_defaults_profile_dataset_network_in_order(params):
+    profile = params["profiles"]["default"]
+    shared = {
+        "optim": {"lr": 1.0, "momentum": 0.1, "batch_size": 1, "weight_decay": 0.123},
+        "trainer": {"num_nodes": 3, "devices": 9},
+        "wandb": {"mode": "offline", "project": "shared-project"},
+    }
+    profile["optim"] = {"lr": 2.0, "momentum": 0.2, "batch_size": 22}
+    profile["datasets"]["fashion_mnist"] = {"optim": {"lr": 3.0, "momentum": 0.3}}
+    params["networks"]["tiny"] = {"model": {"depth": 14}, "optim": {"lr": 4.0}}
+    config = _resolve(params, shared=shared)
+
+    assert config.optim.lr == 4.0  # network beats dataset
+    assert config.optim.momentum == 0.3  # dataset beats profile
+    assert config.optim.batch_size == 22  # profile beats the repo defaults
+    assert config.optim.weight_decay == 0.123  # the repo default where nobody overrides
+    assert config.trainer.num_nodes == 3 and config.trainer.devices == 1  # shared ← profile
+    assert config.wandb == {"mode": "disabled", "project": "shared-project"}  # deep merge
+    assert config.model == {"class_path": "papers.resnet.model.CifarResNet", "depth": 14}
+    assert (config.paper, config.profile, config.arm, config.dataset, config.seed) == (
+        "tiny_paper", "default", "tiny", "fashion_mnist", 0,
+    )  # fmt: skip
+    assert config.name == "tiny-fashion_mnist-s0"
+    # Fields nobody sets keep the dataclass defaults.
+    assert config.data.split_seed == DataConfig().split_seed
+    assert config.schedule.gamma == 0.1 and config.schedule.milestones == (1,)
+
+
+def test_merge_is_deep_and_does_not_mutate():
+    base = {"a": {"x": 1, "y": 2}, "b": [1, 2]}
+    out = merge(base, {"a": {"y": 3}, "b": [3]})
+    assert out == {"a": {"x": 1, "y": 3}, "b": [3]}
+    assert base == {"a": {"x": 1, "y": 2}, "b": [1, 2]}
+
+
+def test_profile_switch_selects_the_other_protocol(params):
+    params["profile"] = "paper"
+    config = _resolve(params, dataset="cifar10")
+    assert config.profile == "paper"
+    assert config.data == DataConfig()  # the paper profile sets no data overrides here
+
+
+def test_unknown_profile(params):
+    params["profile"] = "laptop"
+    message = _config_error(params)
+    assert message.startswith("profile:")
+    assert "'laptop'" in message and "default" in message and "paper" in message
+
+
+def test_unknown_dataset(params):
+    message = _config_error(params, dataset="imagenet")
+    assert message.startswith("dataset:") and "'imagenet'" in message
+    assert all(name in message for name in DATASETS)
+
+
+def test_dataset_without_protocol_in_the_active_profile(params):
+    assert "mnist" in DATASETS  # a known data set the default profile has no protocol for
+    message = _config_error(params, dataset="mnist")
+    assert message.startswith("dataset:")
+    assert "'mnist'" in message and "'default'" in message and "fashion_mnist" in message
+
+
+def test_unknown_arm(params):
+    message = _config_error(params, arm="resnet9000")
+    assert message.startswith("arm:")
+    assert "'resnet9000'" in message and "tiny" in message and "plain" in message
+
+
+@pytest.mark.parametrize("section", ["optim", "data", "schedule", "trainer"])
+def test_unknown_field_in_a_section(params, section):
+    params["profiles"]["default"].setdefault(section, {})["lrr"] = 0.1
+    message = _config_error(params)
+    assert message.startswith(f"{section}.lrr: unknown field")
+    if section == "optim":
+        assert "batch_size, lr, momentum, nesterov, weight_decay" in message
+
+
+def test_unknown_section(params):
+    params["networks"]["tiny"]["optimizer"] = {"lr": 0.1}
+    message = _config_error(params)
+    assert message.startswith("optimizer:") and "unknown section" in message
+
+
+def test_bad_schedule_unit(params):
+    params["profiles"]["default"]["schedule"]["unit"] = "epochs"
+    message = _config_error(params)
+    assert message.startswith("schedule.unit:") and "'epochs'" in message
+    assert "epoch, step" in message
+
+
+def test_bad_padding_mode(params):
+    params["profiles"]["default"]["data"]["padding_mode"] = "wrap"
+    message = _config_error(params)
+    assert message.startswith("data.padding_mode:") and "'wrap'" in message
+    assert "reflect" in message and "zeros" in message
+
+
+def test_bad_normalize(params):
+    params["profiles"]["default"]["data"]["normalize"] = "zca"
+    message = _config_error(params)
+    assert message.startswith("data.normalize:") and "mean_std" in message
+
+
+def test_bad_select(params):
+    params["profiles"]["default"]["select"] = "best"
+    message = _config_error(params)
+    assert message.startswith("select:") and "'best'" in message
+    assert "last" in message and "lowest_val" in message
+
+
+def test_val_size_below_one(params):
+    params["profiles"]["default"]["data"]["val_size"] = 0
+    assert _config_error(params).startswith("data.val_size:")
+
+
+def test_missing_model_class_path(params):
+    del params["profiles"]["default"]["model"]["class_path"]
+    assert _config_error(params).startswith("model.class_path:")
+
+
+def test_load_params_of_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^params: .*does not exist$"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_milestones_become_a_tuple():
+    assert ScheduleConfig(milestones=[3, 5]).milestones == (3, 5)
+
+
+def test_digest_is_stable_for_equal_configs(params):
+    a, b = _resolve(params), _resolve(params)
+    assert a is not b and a == b
+    assert re.fullmatch(r"[0-9a-f]{16}", a.digest())
+    assert a.digest() == b.digest()
+    # Where a run is logged does not change what it computes.
+    params["profiles"]["default"]["wandb"] = {"mode": "online", "project": "elsewhere"}
+    assert _resolve(params).digest() == a.digest()
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("optim", "lr", 0.051),
+        ("schedule", "epochs", 3),
+        ("schedule", "milestones", [2]),
+        ("data", "pad", 0),
+        ("model", "depth", 14),
+        ("trainer", "devices", 2),
+    ],
+)
+def test_digest_changes_with_any_setting(params, section, key, value):
+    before = _resolve(params).digest()
+    params["networks"]["tiny"].setdefault(section, {})[key] = value
+    assert _resolve(params).digest() != before
+
+
+def test_digest_changes_with_seed_and_arm(params):
+    base = _resolve(params).digest()
+    assert _resolve(params, seed=1).digest() != base
+    params["networks"]["other"] = params["networks"]["tiny"]
+    assert _resolve(params, arm="other").digest() != base

@@ -1,0 +1,263 @@
+"""common/table.py: verdicts of the key table, run filtering, written outputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from common.config import ConfigError
+from common.table import NOT_RUN, build_rows, load_runs, main, to_markdown, write_table
+
+PARAMS = {
+    "profile": "default", "arms": ["a", "b"], "datasets": ["cifar10", "svhn"], "seeds": [0, 1],
+}  # fmt: skip
+
+
+def run(arm: str, seed: int, dataset: str = "cifar10", **metrics: Any) -> dict[str, Any]:
+    """A metrics.json record as `common.training.fit` writes it."""
+    return {
+        "paper": "p", "profile": "default", "arm": arm, "dataset": dataset, "seed": seed,
+        "precision": "32-true", "select": "lowest_val", "epochs": 3, "train_images": 45000,
+        **metrics,
+    }  # fmt: skip
+
+
+def value_row(published: float = 6.0, tolerance: float = 0.5, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "err_a", "name": "Test error of a", "source": "Table 1", "published": published,
+        "unit": "%", "tolerance": tolerance,
+        "ours": {"metric": "test_error", "arm": "a", "dataset": "cifar10"}, **extra,
+    }  # fmt: skip
+
+
+def difference_row(**published: Any) -> dict[str, Any]:
+    return {
+        "id": "effect", "name": "a − b", "source": "Table 1", "unit": " pts", **published,
+        "ours": {"metric": "test_error", "difference": ["a", "b"], "dataset": "cifar10"},
+    }  # fmt: skip
+
+
+def differences(*diffs: float) -> list[dict[str, Any]]:
+    """Runs of arms a and b whose per-seed test-error differences a − b are `diffs`."""
+    runs = []
+    for seed, diff in enumerate(diffs):
+        runs += [run("a", seed, test_error=10.0 + diff), run("b", seed, test_error=10.0)]
+    return runs
+
+
+def only_row(row: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = build_rows({"title": "T", "rows": [row]}, runs)
+    assert len(rows) == 1
+    return rows[0]
+
+
+# ---- verdicts ----
+
+
+def test_value_within_tolerance_is_reproduced():
+    entry = only_row(value_row(), [run("a", 0, test_error=6.2), run("a", 1, test_error=6.6)])
+    assert entry["verdict"] == "reproduced"
+    assert entry["ours"]["n"] == 2 and entry["ours"]["mean"] == pytest.approx(6.4)
+    assert entry["ours"]["std"] == pytest.approx(0.2828, abs=1e-4)
+    assert entry["id"] == "err_a" and entry["name"] == "Test error of a"
+    assert entry["published"] == "6% (Table 1)"
+    assert entry["how"] == (
+        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true, "
+        "test error at lowest val epoch"
+    )
+
+
+def test_value_outside_tolerance_is_not_reproduced():
+    # A run metric is not an effect: the right side of the number is no consolation.
+    entry = only_row(value_row(), [run("a", 0, test_error=6.7), run("a", 1, test_error=6.9)])
+    assert entry["verdict"] == "not reproduced"
+
+
+def test_best_of_n_statistic():
+    runs = [run("a", 0, test_error=6.2), run("a", 1, test_error=7.0)]
+    entry = only_row(value_row(statistic="best"), runs)
+    assert entry["ours"]["best"] == pytest.approx(6.2)
+    assert entry["published"] == "6% (Table 1, best)"
+
+
+@pytest.mark.parametrize(
+    ("diffs", "verdict"),
+    [
+        ((-0.9, -1.2), "reproduced"),  # within tolerance of −1
+        ((-3.0, -3.2), "direction reproduced"),  # same sign, beyond seed noise
+        ((2.0, 2.2), "not reproduced"),  # opposite sign
+        ((-2.0, 1.0), "not reproduced"),  # mean −0.5 within its std 2.1: noise
+    ],
+)
+def test_difference_row_verdicts(diffs, verdict):
+    entry = only_row(difference_row(published=-1.0, tolerance=0.2), differences(*diffs))
+    assert entry["ours"]["mean"] == pytest.approx(sum(diffs) / len(diffs))
+    assert entry["verdict"] == verdict
+
+
+@pytest.mark.parametrize(
+    ("direction", "diffs", "verdict"),
+    [
+        ("higher", (1.0, 1.4), "direction reproduced"),
+        ("higher", (-1.0, -1.4), "not reproduced"),
+        ("lower", (-1.0, -1.4), "direction reproduced"),
+        ("lower", (-1.0, 1.4), "not reproduced"),
+    ],
+)
+def test_direction_row_verdicts(direction, diffs, verdict):
+    entry = only_row(difference_row(direction=direction), differences(*diffs))
+    assert entry["verdict"] == verdict
+    assert entry["published"] == f"{direction} (Table 1)"
+
+
+def test_difference_pairs_seeds():
+    runs = differences(-3.0, -3.2)[:3]  # seed 1 of b is missing
+    entry = only_row(difference_row(direction="lower"), runs)
+    assert entry["ours"]["n"] == 1 and entry["ours"]["mean"] == pytest.approx(-3.0)
+
+
+def test_saving_row():
+    row = {
+        "id": "saving", "name": "Time saving", "source": "Table 2", "published": 25.0,
+        "unit": "%", "tolerance": 1.0,
+        "ours": {"metric": "train_time_s", "saving": ["a", "b"], "dataset": "cifar10"},
+    }  # fmt: skip
+    runs = [
+        run("a", 0, train_time_s=75.0), run("b", 0, train_time_s=100.0),
+        run("a", 1, train_time_s=60.0), run("b", 1, train_time_s=80.0),
+    ]  # fmt: skip
+    entry = only_row(row, runs)
+    assert entry["ours"]["mean"] == pytest.approx(25.0)  # 100 · (1 − a/b) per seed
+    assert entry["ours"]["std"] == pytest.approx(0.0)
+    assert entry["verdict"] == "reproduced"
+    runs[2]["train_time_s"] = 90.0  # seed 1 now saves −12.5%
+    entry = only_row(row, runs)
+    assert entry["ours"]["mean"] == pytest.approx((25.0 - 12.5) / 2)
+    assert entry["verdict"] == "not reproduced"
+
+
+def test_missing_runs_are_not_run_in_this_profile():
+    entry = only_row(value_row(), [run("b", 0, test_error=6.0)])
+    assert entry["verdict"] == NOT_RUN == "not run in this profile"
+    assert entry["ours"] is None and entry["how"] == ""
+    entry = only_row(difference_row(direction="lower"), [run("a", 0, test_error=1.0)])
+    assert entry["verdict"] == NOT_RUN
+
+
+def test_star_dataset_expands_per_dataset():
+    row = difference_row(direction="lower")
+    row["ours"]["dataset"] = "*"
+    runs = differences(-1.0, -1.5)
+    runs += [{**r, "dataset": "svhn", "test_error": r["test_error"] * 2} for r in runs]
+    rows = build_rows({"title": "T", "rows": [row]}, runs)
+    assert [r["id"] for r in rows] == ["effect@cifar10", "effect@svhn"]
+    assert [r["name"] for r in rows] == ["a − b [cifar10]", "a − b [svhn]"]
+    assert [r["ours"]["mean"] for r in rows] == pytest.approx([-1.25, -2.5])
+    assert "svhn" in rows[1]["how"]
+    # No runs at all: one row, not run.
+    (empty,) = build_rows({"title": "T", "rows": [row]}, [])
+    assert empty["id"] == "effect" and empty["verdict"] == NOT_RUN
+
+
+def _params_row(published: float) -> dict[str, Any]:
+    return {
+        "id": "params20", "name": "ResNet-20 parameters", "source": "Table 6",
+        "published": published, "unit": "M", "tolerance": 0.005,
+        "ours": {
+            "model": {"class_path": "papers.resnet.model.CifarResNet", "depth": 20},
+            "stat": "params", "input_shape": [1, 3, 32, 32], "scale": 1.0e-6,
+        },
+    }  # fmt: skip
+
+
+def test_model_stat_row_counts_parameters():
+    entry = only_row(_params_row(0.27), [])
+    assert entry["ours"]["mean"] == pytest.approx(0.269722)
+    assert entry["how"] == "counted on the network"
+    assert entry["verdict"] == "reproduced"
+    assert only_row(_params_row(0.30), [])["verdict"] == "not reproduced"
+
+
+# ---- runs on disk, written table ----
+
+
+def _write_runs(runs_dir: Path, runs: list[dict[str, Any]]) -> None:
+    for r in runs:
+        folder = runs_dir / f"{r['arm']}-{r['dataset']}-s{r['seed']}-{r['profile']}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(r))
+
+
+def test_load_runs_keeps_only_the_active_profile_arms_datasets_and_seeds(tmp_path):
+    keep = [run("a", 0, test_error=1.0), run("b", 1, "svhn", test_error=2.0)]
+    drop = [
+        {**run("a", 1), "profile": "paper"},
+        run("a", 2),  # a seed not in the list
+        run("c", 0),  # an arm not in the list
+        run("a", 0, "mnist"),  # a data set not in the list
+    ]
+    _write_runs(tmp_path / "runs", keep + drop)
+    (tmp_path / "runs" / "unfinished").mkdir()  # no metrics.json yet
+    loaded = load_runs(tmp_path / "runs", PARAMS)
+    assert sorted((r["arm"], r["dataset"], r["seed"]) for r in loaded) == [
+        ("a", "cifar10", 0), ("b", "svhn", 1),
+    ]  # fmt: skip
+    assert load_runs(tmp_path / "runs", {**PARAMS, "profile": "paper"})[0]["seed"] == 1
+
+
+def _paper_dir(root: Path) -> Path:
+    paper = root / "paper"
+    paper.mkdir()
+    published = {"title": "Tiny paper — Table 1", "rows": [value_row(), _params_row(0.27)]}
+    (paper / "published.yaml").write_text(yaml.safe_dump(published, allow_unicode=True))
+    (paper / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    _write_runs(paper / "runs", [run("a", 0, test_error=6.1), run("a", 1, test_error=6.3)])
+    _write_runs(paper / "runs", [{**run("a", 2, test_error=50.0), "profile": "paper"}])
+    return paper
+
+
+def test_write_table_writes_json_and_markdown(tmp_path):
+    paper = _paper_dir(tmp_path)
+    rows = write_table(paper, paper / "runs", tmp_path / "results")
+    table = json.loads((tmp_path / "results" / "table.json").read_text())
+    assert table == {"title": "Tiny paper — Table 1", "rows": rows}
+    assert [r["verdict"] for r in rows] == ["reproduced", "reproduced"]
+    assert rows[0]["ours"]["n"] == 2  # the paper-profile run stayed out
+    markdown = (tmp_path / "results" / "table.md").read_text()
+    assert markdown == to_markdown("Tiny paper — Table 1", rows)
+    lines = markdown.splitlines()
+    assert lines[0] == "# Tiny paper — Table 1"
+    assert lines[2].startswith("| Result | Published | Ours |")
+    assert lines[4] == (
+        "| Test error of a | 6% (Table 1) | 6.20 ± 0.14% (mean ± std, 2 seeds) | "
+        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true, "
+        "test error at lowest val epoch | reproduced |"
+    )
+    assert lines[5].startswith("| ResNet-20 parameters | 0.27M (Table 6) | 0.2697M | counted")
+
+
+def test_write_table_without_published_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^paper: .*published\.yaml does not exist"):
+        write_table(tmp_path, tmp_path / "runs", tmp_path / "results")
+
+
+def test_table_main_build_then_show(tmp_path, capsys):
+    paper = _paper_dir(tmp_path)
+    main(["build", str(paper)])
+    built = capsys.readouterr().out
+    assert built == (paper / "results" / "table.md").read_text()
+    main(["show", str(paper)])
+    assert capsys.readouterr().out == built
+
+
+def test_table_show_without_a_table_fails_with_one_line(tmp_path, run_module):
+    result = run_module("common.table", "show", tmp_path, cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: paper: no table in")
+    assert not (tmp_path / "results").exists()
