@@ -36,7 +36,7 @@ def choice(field_name: str, value: Any, allowed: Any) -> Any:
 class DataConfig:
     """Split, subset, augmentation and normalisation of the training set."""
 
-    val_size: int = 5000
+    val_size: int = 5000  # 0: train on the whole training set (ResNet's final CIFAR models)
     train_size: int | None = None  # a subset of the remaining training images; None = all
     test_size: int | None = None  # a subset of the test set; None = all (smoke runs only)
     split_seed: int = 0  # the same validation split for every seed
@@ -48,8 +48,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         choice("data.padding_mode", self.padding_mode, ("zeros", "reflect"))
         choice("data.normalize", self.normalize, ("per_pixel_mean", "mean_std"))
-        if self.val_size < 1:
-            raise ConfigError(f"data.val_size: {self.val_size} must be at least 1")
+        if self.val_size < 0:
+            raise ConfigError(f"data.val_size: {self.val_size} must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         choice("select", self.select, ("last", "lowest_val"))
+        if self.select == "lowest_val" and self.data.val_size == 0:
+            raise ConfigError("select: lowest_val needs a validation set (data.val_size > 0)")
         if "class_path" not in self.model:
             raise ConfigError("model.class_path: missing (e.g. papers.resnet.model.CifarResNet)")
 

@@ -47,8 +47,8 @@ def load_prepared(path: Path) -> dict:
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
     """A seeded permutation of n indices cut into (train, validation)."""
-    if not 0 < val_size < n:
-        raise ConfigError(f"data.val_size: {val_size} must be between 1 and {n - 1}")
+    if not 0 <= val_size < n:
+        raise ConfigError(f"data.val_size: {val_size} must be between 0 and {n - 1}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[val_size:], perm[:val_size]
 
@@ -144,7 +144,12 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         # Test error is logged every epoch beside validation error: the papers plot test curves,
         # and "test error at the epoch of lowest validation error" needs both.
-        return [self._loader(self.val_set, False), self._loader(self.test_set, False)]
+        return [self._loader(getattr(self, f"{split}_set"), False) for split in self.eval_splits]
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """The sets evaluated every epoch, in dataloader order (no validation set: test only)."""
+        return ("val", "test") if len(self.val_set) else ("test",)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], idx: int) -> tuple:
         images, labels = batch

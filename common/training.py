@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,7 @@ class Classifier(L.LightningModule):
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
     ):
-        self._step(batch, ("val", "test")[dataloader_idx])
+        self._step(batch, self.trainer.datamodule.eval_splits[dataloader_idx])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.warming_up:
@@ -205,6 +207,10 @@ def _resume_from(ckpt_dir: Path, config: RunConfig) -> Path | None:
     return None
 
 
+# ckpt/ always holds config.digest, so Lightning's "directory not empty" warning says nothing.
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+
+
 def _last_checkpoint(ckpt_dir: Path) -> ModelCheckpoint:
     # Saved at the end of the training epoch, after History has added that epoch's row.
     # Not save_top_k=0 + save_last=True: Lightning 2.6 then writes last.ckpt only when training
@@ -255,7 +261,7 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
         precision=precision, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0, deterministic="warn",
         callbacks=[history, _last_checkpoint(out / "ckpt")],
-        logger=logger, enable_model_summary=False, default_root_dir=out,
+        logger=logger, enable_model_summary=False, default_root_dir=out, log_every_n_steps=1,
     )  # fmt: skip
     trainer.fit(module, data, ckpt_path=resume, weights_only=True)
     if not trainer.is_global_zero:
@@ -267,7 +273,8 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
         "select": config.select, "epochs": len(history.rows), "steps": trainer.global_step,
         "train_images": len(data.train_set), "config_digest": config.digest(), **stats,
         "selected_epoch": int(chosen["epoch"]), "test_error": chosen["test_error"],
-        "val_error": chosen["val_error"], "final_train_error": history.rows[-1]["train_error"],
+        "val_error": None if math.isnan(chosen["val_error"]) else chosen["val_error"],
+        "final_train_error": history.rows[-1]["train_error"],
         "final_test_error": history.rows[-1]["test_error"],
         "train_time_s": sum(r["train_time_s"] for r in history.rows),
     }  # fmt: skip

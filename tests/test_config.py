@@ -142,9 +142,15 @@ def test_bad_select(params):
     assert "last" in message and "lowest_val" in message
 
 
-def test_val_size_below_one(params):
-    params["profiles"]["default"]["data"]["val_size"] = 0
+def test_val_size_below_zero(params):
+    params["profiles"]["default"]["data"]["val_size"] = -1
     assert _config_error(params).startswith("data.val_size:")
+
+
+def test_lowest_val_needs_a_validation_set(params):
+    params["profiles"]["default"]["data"]["val_size"] = 0
+    params["profiles"]["default"]["select"] = "lowest_val"
+    assert _config_error(params).startswith("select:")
 
 
 def test_missing_model_class_path(params):

@@ -38,7 +38,7 @@ def test_split_indices_deterministic_per_seed():
     assert set(a_val.tolist()) != set(c_val.tolist())
 
 
-@pytest.mark.parametrize("val_size", [0, 100, 101])
+@pytest.mark.parametrize("val_size", [-1, 100, 101])
 def test_split_indices_rejects_impossible_sizes(val_size):
     with pytest.raises(ConfigError, match=r"^data\.val_size:"):
         split_indices(100, val_size, seed=0)
@@ -137,6 +137,12 @@ def test_subset_sizes_and_split(prepared_file):
     assert torch.equal(data.train_set.images, raw["train_images"][train_idx[:300]])
     assert torch.equal(data.val_set.labels, raw["train_labels"][val_idx])
     assert torch.equal(data.test_set.images, raw["test_images"][:50])
+
+
+def test_no_validation_set_trains_on_everything_and_evaluates_test(prepared_file):
+    data = _module(prepared_file, val_size=0)
+    assert (len(data.train_set), len(data.val_set)) == (600, 0)
+    assert data.eval_splits == ("test",) and len(data.val_dataloader()) == 1
 
 
 def test_whole_sets_when_no_subset(prepared_file):
