@@ -67,8 +67,8 @@ class OptimConfig:
 class ScheduleConfig:
     """Multi-step learning-rate schedule, milestones in epochs or iterations, optional warm-up.
 
-    Warm-up (ResNet-110): train at `warmup_lr` until the training error of a mini-batch falls
-    below `warmup_until_error`, then switch to `lr`.
+    Warm-up (ResNet-110): train at `warmup_lr` until the mean training error of the last 20
+    mini-batches falls below `warmup_until_error`, then switch to `lr`.
     """
 
     epochs: int = 10

@@ -11,8 +11,10 @@ import bisect
 import importlib
 import math
 import shutil
+import statistics
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,8 @@ class Classifier(L.LightningModule):
         self.model = model.to(memory_format=self.memory_format)
         self.optim, self.schedule = optim, schedule
         self.warming_up = schedule.warmup_lr is not None
+        # Warm-up ends on the training error of the last 20 mini-batches, not of one noisy batch.
+        self.recent_errors: deque[float] = deque(maxlen=20)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format))
@@ -84,9 +88,11 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, error = self._step(batch, "train")
-        if self.warming_up and error.item() < self.schedule.warmup_until_error * 100:
-            self.warming_up = False
-            self._set_lr(self.lr_schedulers().get_last_lr())
+        if self.warming_up:
+            self.recent_errors.append(error.item())
+            if statistics.fmean(self.recent_errors) < self.schedule.warmup_until_error * 100:
+                self.warming_up = False
+                self._set_lr(self.lr_schedulers().get_last_lr())
         return loss
 
     def validation_step(

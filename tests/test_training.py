@@ -145,12 +145,13 @@ def test_warmup_switches_once_error_drops_below_threshold(monkeypatch):
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     assert module.warming_up
     lrs = []
-    for i, error in enumerate([100, 90, 80, 70, 90, 100]):
+    for i, error in enumerate([100, 60, 70, 50, 100, 100]):
         module.on_train_batch_start(None, i)
         module.training_step(_batch(error), i)
         lrs.append(optimizer.param_groups[0]["lr"])  # the LR optimizer.step() uses
-    # 80% is not below 80%; 70% is: from that batch on the scheduled LR, for good.
-    assert lrs == pytest.approx([0.01, 0.01, 0.01, 0.1, 0.1, 0.1])
+    # The mean of the recent batches: 100, 80 (not below 80%), then 76.7: from that batch on the
+    # scheduled LR, for good, even when later batches err more.
+    assert lrs == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.1, 0.1])
     assert not module.warming_up
 
 
