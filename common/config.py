@@ -120,7 +120,7 @@ class RunConfig:
         if self.select == "lowest_val" and self.data.val_size == 0:
             raise ConfigError("select: lowest_val needs a validation set (data.val_size > 0)")
         if "class_path" not in self.model:
-            raise ConfigError("model.class_path: missing (e.g. papers.resnet.model.CifarResNet)")
+            raise ConfigError("model.class_path: missing (a `module.Class` path to the network)")
 
     @property
     def name(self) -> str:

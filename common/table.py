@@ -136,14 +136,11 @@ def build_rows(published: dict[str, Any], runs: list[dict]) -> list[dict[str, An
 
 
 def _entry(row: dict, dataset: str | None, summary: dict | None, how: str, verdict: str) -> dict:
-    name = (
-        row["name"]
-        if dataset in (None, row["ours"].get("dataset"))
-        else f"{row['name']} [{dataset}]"
-    )
+    expanded = dataset not in (None, row["ours"].get("dataset"))  # a `dataset: "*"` row
     return {
-        "id": row["id"] + ("" if dataset in (None, row["ours"].get("dataset")) else f"@{dataset}"),
-        "name": name, "published": _published_text(row), "unit": row.get("unit", ""),
+        "id": f"{row['id']}@{dataset}" if expanded else row["id"],
+        "name": f"{row['name']} [{dataset}]" if expanded else row["name"],
+        "published": _published_text(row), "unit": row.get("unit", ""),
         "statistic": row.get("statistic"), "ours": summary, "how": how, "verdict": verdict,
     }  # fmt: skip
 

@@ -133,6 +133,7 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["warming_up"] = self.warming_up
+        checkpoint["recent_errors"] = list(self.recent_errors)
         # The RNG drives shuffling, crops, flips and dropped blocks: restoring it makes a resumed
         # run continue exactly as the uninterrupted one would have.
         checkpoint["rng_state"] = torch.get_rng_state()
@@ -141,6 +142,7 @@ class Classifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.warming_up = checkpoint["warming_up"]
+        self.recent_errors.extend(checkpoint.get("recent_errors", []))
         if "rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["rng_state"])
         if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
