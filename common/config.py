@@ -94,8 +94,8 @@ class TrainerConfig:
     num_nodes: int = 1
     precision: str = "auto"  # auto: bf16-mixed where the hardware has it, else 32-true
     channels_last: bool = True
-    limit_train_batches: int | float = 1.0  # smoke runs only
-    limit_val_batches: int | float = 1.0
+    limit_train_batches: int | float | None = None  # smoke runs only; None: every batch
+    limit_val_batches: int | float | None = None
 
 
 @dataclass(frozen=True)

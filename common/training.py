@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor, nn
 
 from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig
+from common.console import console_callbacks, silence_noise, watched
 from common.data import ImageDataModule
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params
@@ -222,6 +223,7 @@ def _resume_from(ckpt_dir: Path, config: RunConfig) -> Path | None:
     return None
 
 
+silence_noise()
 # ckpt/ always holds config.digest, so Lightning's "directory not empty" warning says nothing.
 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
@@ -240,13 +242,19 @@ def _logger(config: RunConfig) -> Any:
     mode = config.wandb.get("mode", "offline")
     if mode == "disabled":
         return False
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(
+    logger = WandbLogger(
         project=config.wandb.get("project", "resnet-family"), group=config.paper,
         name=f"{config.paper}/{config.name}", job_type=config.profile, mode=mode,
         save_dir=config.wandb.get("dir", "."), config=config.to_dict(),
+        settings=wandb.Settings(silent=True),  # its per-run banner and sync hints: see the README
     )  # fmt: skip
+    # Lightning 2.6 always passes `anonymous=None`, which wandb >= 0.19 warns is deprecated.
+    logger._wandb_init.pop("anonymous", None)
+    print(f"W&B: {mode} run in {Path(logger.save_dir or '.').resolve() / 'wandb'}", flush=True)
+    return logger
 
 
 def select_epoch(rows: list[dict[str, float]], select: str) -> dict[str, float]:
@@ -276,9 +284,14 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
         precision=precision, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
         deterministic=deterministic_mode(t.accelerator),
-        callbacks=[history, _last_checkpoint(out / "ckpt")],
-        logger=logger, enable_model_summary=False, default_root_dir=out, log_every_n_steps=1,
+        callbacks=[
+            history, _last_checkpoint(out / "ckpt"), *console_callbacks(lambda: history.rows[-1])
+        ],
+        enable_progress_bar=watched(), logger=logger, enable_model_summary=False,
+        default_root_dir=out, log_every_n_steps=1,
     )  # fmt: skip
+    device = trainer.strategy.root_device
+    print(f"{len(data.train_set)} training images, {precision} on {device}", flush=True)
     trainer.fit(module, data, ckpt_path=resume, weights_only=True)
     if not trainer.is_global_zero:
         return {}

@@ -1,9 +1,11 @@
-"""Smoke `dvc repro` of each paper, typed as a user would, in a temporary copy on tiny data."""
+"""Smoke `dvc repro` of each paper, typed as the README prints it, in a clean shell (nothing
+activated, only the system's PATH), in a temporary copy of the repo on tiny data."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"  # a login shell's PATH before any activation
+# The README's main command: the first line of its first shell block that runs `dvc repro`.
+README_COMMAND = re.search(
+    r"^(\./setup\.sh .*dvc repro papers/stochastic_depth)", (REPO / "README.md").read_text(), re.M
+).group(1)
+VENV = Path(sys.prefix)  # the .venv that setup.sh made and pytest runs in
 TINY = {
     "data": {"val_size": 64, "train_size": 128, "test_size": 64},
     "optim": {"batch_size": 64},
@@ -22,6 +30,9 @@ TINY = {
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist"),
+    pytest.mark.skipif(
+        not (VENV / ".installed").is_file(), reason="runs the README in the .venv setup.sh makes"
+    ),
 ]
 
 
@@ -62,19 +73,33 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rn, lambda p: _tiny_profile(p, 8, ["plain20", "plain56", "resnet20", "resnet56"], [0])
     )
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    # setup.sh finds this .venv up to date (same pins) and installs nothing.
+    (root / ".venv").symlink_to(VENV, target_is_directory=True)
     return root
 
 
-def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def clean_shell(repo: Path, command: str) -> subprocess.CompletedProcess:
+    """`command` in bash with a new user's environment: HOME and the system PATH, nothing else."""
+    env = ["env", "-i", f"HOME={os.environ['HOME']}", f"PATH={CLEAN_PATH}"]
     return subprocess.run(
-        ["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+        [*env, "bash", "-c", command], cwd=repo, capture_output=True, text=True, timeout=900
     )
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return clean_shell(repo, f"source .venv/bin/activate && dvc {' '.join(args)}")
+
+
+def test_readme_command_is_the_main_job() -> None:
+    assert README_COMMAND.startswith("./setup.sh && ")
+    assert README_COMMAND.endswith("dvc repro papers/stochastic_depth")
 
 
 @pytest.mark.parametrize("paper", ["stochastic_depth", "resnet"])
 def test_repro_writes_key_table_then_runs_nothing(repo: Path, paper: str) -> None:
-    first = dvc(repo, "repro", f"papers/{paper}")
+    # The README's command verbatim (the same with the paper's name for every paper).
+    command = README_COMMAND.replace("papers/stochastic_depth", f"papers/{paper}")
+    first = clean_shell(repo, command)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     table = json.loads((repo / f"papers/{paper}/results/table.json").read_text())
     verdicts = {row["verdict"] for row in table["rows"]}
@@ -83,11 +108,25 @@ def test_repro_writes_key_table_then_runs_nothing(repo: Path, paper: str) -> Non
     ran = [r for r in table["rows"] if r["ours"] and r["how"] != "counted on the network"]
     assert ran and all("fashion_mnist" in r["how"] for r in ran)
     assert "| Verdict |" in first.stdout  # the root stage prints the key table
+    _assert_console_says_which_run_and_no_noise(first, paper)
     for again in (["repro", f"papers/{paper}"], ["repro", "-R", f"papers/{paper}"],
                   ["repro", f"papers/{paper}/dvc.yaml"]):  # fmt: skip
         result = dvc(repo, *again)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "Running stage" not in result.stdout, result.stdout[-2000:]
+
+
+def _assert_console_says_which_run_and_no_noise(
+    result: subprocess.CompletedProcess, paper: str
+) -> None:
+    """Piped (as in CI): a banner per run, a line per epoch, no progress bar, no library noise."""
+    banners = re.findall(rf"^\[(\d+)/(\d+)\] {paper}: ", result.stdout, re.M)
+    assert banners and {n for _, n in banners} == {str(len(banners))}, result.stdout[-3000:]
+    assert sorted(int(k) for k, _ in banners) == list(range(1, len(banners) + 1))
+    assert len(re.findall(r"^epoch 1/1  error: train ", result.stdout, re.M)) == len(banners)
+    output = result.stdout + result.stderr
+    for noise in ("Tip:", "v_num", "anonymous", "limit_train_batches", "LeafSpec", "it/s"):
+        assert noise not in output, noise
 
 
 def test_stochastic_depth_runs_have_expected_files(repo: Path) -> None:

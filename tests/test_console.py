@@ -1,0 +1,82 @@
+"""What `python -m common.train` prints: on a terminal a bar with ETA, piped one line per epoch."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import child_env
+
+NOISE = ("Tip:", "v_num", "anonymous", "limit_train_batches", "LeafSpec", "GPU available")
+
+
+def _command(tmp_path: Path, params: dict, prepared_file: Path) -> list[str]:
+    params["seeds"] = [0, 1, 2]
+    params["profiles"]["default"]["wandb"] = {"mode": "offline", "dir": str(tmp_path)}
+    params_file = tmp_path / "tiny_paper" / "params.yaml"
+    params_file.parent.mkdir()
+    params_file.write_text(yaml.safe_dump(params))
+    args = ["--params", params_file, "--arm", "tiny", "--dataset", "fashion_mnist", "--seed", "1"]
+    args += ["--data", prepared_file, "--out", tmp_path / "run"]
+    return [sys.executable, "-m", "common.train", *map(str, args)]
+
+
+def _on_terminal(command: list[str], cwd: Path) -> str:
+    """Run `command` with stdout and stderr on a pseudo-terminal; return what it showed."""
+    leader, follower = pty.openpty()
+    # A real terminal has a size; at 0x0 (a fresh pty's) tqdm draws an empty bar.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    env = {**child_env(), "WANDB_MODE": "offline"}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=120)
+    os.close(leader)
+    assert process.returncode == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_piped_output_names_the_run_and_prints_one_line_per_epoch(
+    tmp_path: Path, params: dict, prepared_file: Path
+) -> None:
+    env = {**child_env(), "WANDB_MODE": "offline"}  # W&B on: its warnings must stay quiet too
+    result = subprocess.run(
+        _command(tmp_path, params, prepared_file), cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^\[2/3\] tiny_paper: tiny on fashion_mnist, seed 1 ", result.stdout, re.M)
+    epochs = re.findall(r"^epoch (\d)/2  error: train .* val .* test .* lr ", result.stdout, re.M)
+    assert epochs == ["1", "2"]
+    output = result.stdout + result.stderr
+    assert "it/s" not in output  # no progress bar when nobody watches
+    assert [noise for noise in NOISE if noise in output] == []
+
+
+@pytest.mark.slow
+def test_terminal_shows_a_progress_bar_with_eta_and_no_run_id(
+    tmp_path: Path, params: dict, prepared_file: Path
+) -> None:
+    shown = _on_terminal(_command(tmp_path, params, prepared_file), tmp_path)
+    assert re.search(r"Epoch 1/2: 100%.*\d+/\d+ \[\d\d:\d\d<\d\d:\d\d", shown), shown[-2000:]
+    assert "epoch 2/2  error: train" in shown
+    assert [noise for noise in NOISE if noise in shown] == []
