@@ -70,6 +70,7 @@ class EpochLines(Callback):
             f"{_duration(elapsed)} elapsed, ~{_duration(left)} left",
             file=sys.stdout,
         )
+        sys.stdout.flush()  # piped to a file or CI, stdout is block-buffered: show it now
 
 
 class ProgressBar(TQDMProgressBar):
