@@ -3,6 +3,7 @@ activated, only the system's PATH), in a temporary copy of the repo on tiny data
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.test_notebooks import execute_notebook, output_text
+
 REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"  # a login shell's PATH before any activation
@@ -22,11 +25,7 @@ README_COMMAND = re.search(
     r"^(\./setup\.sh .*dvc repro papers/stochastic_depth)", (REPO / "README.md").read_text(), re.M
 ).group(1)
 VENV = Path(sys.prefix)  # the .venv that setup.sh made and pytest runs in
-TINY = {
-    "data": {"val_size": 64, "train_size": 128, "test_size": 64},
-    "optim": {"batch_size": 64},
-    "schedule": {"epochs": 1, "milestones": []},
-}
+PAPERS = sorted(p.parent.name for p in (REPO / "papers").glob("*/dvc.yaml"))
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist"),
@@ -42,20 +41,15 @@ def _edit_yaml(path: Path, edit) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def _tiny_profile(params: dict, depth: int, arms: list[str] | None, seeds: list[int]) -> None:
-    profile = params["profiles"]["default"]
-    for section, values in TINY.items():
-        profile[section] = {**profile.get(section, {}), **values}
-    profile["model"]["depth"] = depth
-    params["seeds"] = seeds
-    params["arms"] = arms or params["arms"]
-    for network in params["networks"].values():  # every arm at the tiny depth
-        network.get("model", {}).pop("depth", None)
+def _smoke(params: dict) -> None:
+    """The paper's own smoke profile, one seed: every arm and data set, each in seconds."""
+    params["profile"] = "smoke"
+    params["seeds"] = params["seeds"][:1]
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git checkout of the working tree's tracked files, with tiny default profiles."""
+    """A copy of the working tree's tracked files, every paper on its smoke profile."""
     root = tmp_path_factory.mktemp("repo")
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -67,11 +61,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
     _edit_yaml(root / "params.yaml", lambda p: p["wandb"].update(mode="disabled"))
-    sd, rn = root / "papers/stochastic_depth/params.yaml", root / "papers/resnet/params.yaml"
-    _edit_yaml(sd, lambda p: _tiny_profile(p, 8, None, [0, 1]))
-    _edit_yaml(
-        rn, lambda p: _tiny_profile(p, 8, ["plain20", "plain56", "resnet20", "resnet56"], [0])
-    )
+    for paper in PAPERS:
+        _edit_yaml(root / "papers" / paper / "params.yaml", _smoke)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     # setup.sh finds this .venv up to date (same pins) and installs nothing.
     (root / ".venv").symlink_to(VENV, target_is_directory=True)
@@ -95,11 +86,16 @@ def test_readme_command_is_the_main_job() -> None:
     assert README_COMMAND.endswith("dvc repro papers/stochastic_depth")
 
 
-@pytest.mark.parametrize("paper", ["stochastic_depth", "resnet"])
-def test_repro_writes_key_table_then_runs_nothing(repo: Path, paper: str) -> None:
-    # The README's command verbatim (the same with the paper's name for every paper).
-    command = README_COMMAND.replace("papers/stochastic_depth", f"papers/{paper}")
-    first = clean_shell(repo, command)
+@pytest.fixture(scope="module")
+def repros(repo: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Each paper's pipeline, run by the README's command verbatim (with the paper's name)."""
+    main = "papers/stochastic_depth"
+    return {p: clean_shell(repo, README_COMMAND.replace(main, f"papers/{p}")) for p in PAPERS}
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_repro_writes_key_table_then_runs_nothing(repo: Path, repros: dict, paper: str) -> None:
+    first = repros[paper]
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     table = json.loads((repo / f"papers/{paper}/results/table.json").read_text())
     verdicts = {row["verdict"] for row in table["rows"]}
@@ -113,7 +109,7 @@ def test_repro_writes_key_table_then_runs_nothing(repo: Path, paper: str) -> Non
                   ["repro", f"papers/{paper}/dvc.yaml"]):  # fmt: skip
         result = dvc(repo, *again)
         assert result.returncode == 0, result.stderr[-2000:]
-        assert "Running stage" not in result.stdout, result.stdout[-2000:]
+        assert f"Running stage 'papers/{paper}/dvc.yaml:" not in result.stdout, result.stdout
 
 
 def _assert_console_says_which_run_and_no_noise(
@@ -123,24 +119,42 @@ def _assert_console_says_which_run_and_no_noise(
     banners = re.findall(rf"^\[(\d+)/(\d+)\] {paper}: ", result.stdout, re.M)
     assert banners and {n for _, n in banners} == {str(len(banners))}, result.stdout[-3000:]
     assert sorted(int(k) for k, _ in banners) == list(range(1, len(banners) + 1))
-    assert len(re.findall(r"^epoch 1/1  error: train ", result.stdout, re.M)) == len(banners)
+    assert len(re.findall(r"^epoch 1/\d+  error: train ", result.stdout, re.M)) == len(banners)
     output = result.stdout + result.stderr
     for noise in ("Tip:", "v_num", "anonymous", "limit_train_batches", "LeafSpec", "it/s"):
         assert noise not in output, noise
 
 
-def test_stochastic_depth_runs_have_expected_files(repo: Path) -> None:
-    runs = sorted(p.name for p in (repo / "papers/stochastic_depth/runs").iterdir())
-    assert runs == [f"{a}-fashion_mnist-s{s}" for a in ("constant", "stochastic") for s in (0, 1)]
+@pytest.mark.parametrize("paper", PAPERS)
+def test_runs_have_expected_files(repo: Path, repros: dict, paper: str) -> None:
+    params = yaml.safe_load((repo / "papers" / paper / "params.yaml").read_text())
+    matrix = itertools.product(params["arms"], params["datasets"], params["seeds"])
+    runs = sorted(p.name for p in (repo / "papers" / paper / "runs").iterdir())
+    assert runs == sorted(f"{a}-{d}-s{s}" for a, d, s in matrix)
+    epochs = params["profiles"]["smoke"]["schedule"]["epochs"]
     for run in runs:
-        run_dir = repo / "papers/stochastic_depth/runs" / run
+        run_dir = repo / "papers" / paper / "runs" / run
         assert (run_dir / "ckpt/last.ckpt").is_file()
-        assert len((run_dir / "history.csv").read_text().splitlines()) == 2  # header + 1 epoch
+        assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + epochs
+
+
+def test_metrics_show_lists_every_run(repo: Path, repros: dict) -> None:
     metrics = dvc(repo, "metrics", "show", "--json")
-    assert metrics.returncode == 0 and "test_error" in metrics.stdout
+    assert metrics.returncode == 0
+    for paper in PAPERS:
+        assert f"papers/{paper}/runs/" in metrics.stdout and "test_error" in metrics.stdout
 
 
 def test_unknown_paper_is_a_clear_error(repo: Path) -> None:
     result = dvc(repo, "repro", "papers/no_such_paper")
     assert result.returncode != 0
     assert "papers/no_such_paper" in result.stderr
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_notebook_redraws_the_runs(repo: Path, repros: dict, paper: str, tmp_path: Path) -> None:
+    outputs = execute_notebook(REPO / "notebooks" / f"{paper}.ipynb", repo / "papers" / paper,
+                               tmp_path / "out.ipynb")  # fmt: skip
+    assert [o for o in outputs if "image/png" in o.get("data", {})]
+    title = json.loads((repo / f"papers/{paper}/results/table.json").read_text())["title"]
+    assert title in output_text(outputs) and "No results yet" not in output_text(outputs)

@@ -1,0 +1,50 @@
+"""A paper is one folder: each has what the pipeline, the tests and the notebooks find it by."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PAPERS = sorted(p.name for p in (REPO / "papers").iterdir() if (p / "__init__.py").is_file())
+
+
+def test_papers_are_found() -> None:
+    assert {"resnet", "stochastic_depth"} <= set(PAPERS)
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_paper_folder_is_complete(paper: str) -> None:
+    folder = REPO / "papers" / paper
+    for name in ("dvc.yaml", "params.yaml", "published.yaml", "README.md"):
+        assert (folder / name).is_file(), f"papers/{paper}/{name} is missing"
+    assert (REPO / "notebooks" / f"{paper}.ipynb").is_file(), f"notebooks/{paper}.ipynb missing"
+    profiles = yaml.safe_load((folder / "params.yaml").read_text())["profiles"]
+    assert {"default", "smoke", "paper"} <= set(profiles), f"papers/{paper}/params.yaml profiles"
+    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stage = root.get(f"papers/{paper}")
+    assert stage, f"dvc.yaml has no stage papers/{paper} (so `dvc repro papers/{paper}` fails)"
+    assert f"papers/{paper}/results/table.md" in stage["deps"]
+    assert f"dvc repro papers/{paper}" in (folder / "README.md").read_text()
+    assert f"(papers/{paper}/README.md)" in (REPO / "README.md").read_text()  # linked
+
+
+def _repo_imports(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+    return {m for m in modules if m.split(".")[0] in ("common", "papers")}
+
+
+def test_layering_papers_use_common_never_the_reverse() -> None:
+    for path in (REPO / "common").glob("*.py"):
+        assert not [m for m in _repo_imports(path) if m.startswith("papers")], path.name
+    for path in (REPO / "papers" / "resnet").glob("*.py"):  # the root paper extends none
+        others = {m.split(".")[1] for m in _repo_imports(path) if m.startswith("papers.")}
+        assert others <= {"resnet"}, path
