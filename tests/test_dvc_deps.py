@@ -83,8 +83,9 @@ def missing_deps(root: Path) -> list[str]:
         folder = dvc_file.parent
         for name, stage in (_yaml(dvc_file).get("stages") or {}).items():
             cmd = stage["cmd"] if isinstance(stage["cmd"], str) else " ".join(stage["cmd"])
+            wdir = folder / stage.get("wdir", ".")
             deps = [
-                (folder / (d if isinstance(d, str) else next(iter(d)))).resolve()
+                (wdir / (d if isinstance(d, str) else next(iter(d)))).resolve()
                 for d in stage.get("deps", [])
             ]
             for path in sorted(needed(root, folder, cmd)):
@@ -103,8 +104,8 @@ def test_a_removed_dep_is_reported(tmp_path: Path) -> None:
         copy(REPO / name, tmp_path / name)
     dvc_file = tmp_path / "papers/resnet/dvc.yaml"
     text = dvc_file.read_text()
-    assert "      - ../../common/metrics.py\n" in text
-    dvc_file.write_text(text.replace("      - ../../common/metrics.py\n", "", 1))
+    assert "      - common/metrics.py\n" in text
+    dvc_file.write_text(text.replace("      - common/metrics.py\n", "", 1))
     assert [m for m in missing_deps(tmp_path) if m.endswith("common/metrics.py")]
 
 

@@ -158,3 +158,77 @@ def test_notebook_redraws_the_runs(repo: Path, repros: dict, paper: str, tmp_pat
     assert [o for o in outputs if "image/png" in o.get("data", {})]
     title = json.loads((repo / f"papers/{paper}/results/table.json").read_text())["title"]
     assert title in output_text(outputs) and "No results yet" not in output_text(outputs)
+
+
+DUMMY_MODEL = '''"""A dummy paper's network: one 3x3 conv, global average pooling, a linear layer."""
+
+from torch import Tensor, nn
+
+
+class Dummy(nn.Module):
+    def __init__(self, width: int, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(), nn.Linear(width, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+'''
+DUMMY_PARAMS = {
+    "profile": "smoke", "datasets": ["fashion_mnist"], "seeds": [0], "arms": ["narrow", "wide"],
+    "networks": {"narrow": {"model": {"width": 8}}, "wide": {"model": {"width": 64}}},
+    "profiles": {
+        name: {
+            "model": {"class_path": "papers.dummy.model.Dummy"},
+            "data": {"val_size": 64, "train_size": 128, "test_size": 64},
+            "optim": {"batch_size": 64, "lr": 0.05},
+            "schedule": {"epochs": 1},
+            "datasets": {"fashion_mnist": {}},
+        }
+        for name in ("default", "smoke", "paper")
+    },
+}  # fmt: skip
+DUMMY_PUBLISHED = {
+    "title": "A dummy paper — Table 1",
+    "rows": [{
+        "id": "wide_minus_narrow", "name": "Test error, wide − narrow", "source": "Table 1",
+        "direction": "lower", "unit": " pts",
+        "ours": {"metric": "test_error", "difference": ["wide", "narrow"], "dataset": "*"},
+    }],
+}  # fmt: skip
+
+
+def _add_dummy_paper(root: Path) -> None:
+    """One folder (a paper's dvc.yaml, renamed), one root stage, one notebook: nothing else."""
+    folder = root / "papers" / "dummy"
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    (folder / "model.py").write_text(DUMMY_MODEL)
+    (folder / "params.yaml").write_text(yaml.safe_dump(DUMMY_PARAMS, sort_keys=False))
+    (folder / "published.yaml").write_text(yaml.safe_dump(DUMMY_PUBLISHED, sort_keys=False))
+    (folder / "README.md").write_text("# A dummy paper\n\n`dvc repro papers/dummy`\n")
+    dvc_yaml = (root / "papers/resnet/dvc.yaml").read_text()
+    (folder / "dvc.yaml").write_text(dvc_yaml.replace("papers/resnet", "papers/dummy"))
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())
+    stage = stages["stages"]["papers/resnet"]
+    stages["stages"]["papers/dummy"] = yaml.safe_load(
+        yaml.safe_dump(stage).replace("papers/resnet", "papers/dummy")
+    )
+    (root / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    shutil.copy2(REPO / "notebooks/resnet.ipynb", root / "notebooks/dummy.ipynb")
+
+
+def test_a_new_paper_is_one_folder(repo: Path, repros: dict, tmp_path: Path) -> None:
+    from tests.test_dvc_deps import missing_deps
+
+    (repo / "notebooks").mkdir(exist_ok=True)
+    _add_dummy_paper(repo)
+    assert missing_deps(repo) == []
+    result = clean_shell(repo, README_COMMAND.replace("papers/stochastic_depth", "papers/dummy"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| Test error, wide − narrow [fashion_mnist] |" in result.stdout
+    outputs = execute_notebook(repo / "notebooks/dummy.ipynb", repo / "papers/dummy",
+                               tmp_path / "out.ipynb")  # fmt: skip
+    assert [o for o in outputs if "image/png" in o.get("data", {})]
