@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import math
+import os
 import shutil
 import statistics
 import time
@@ -200,6 +201,8 @@ def resolve_precision(precision: str, accelerator: str) -> str:
         return precision
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if os.environ.get("ATEN_CPU_CAPABILITY") in ("avx2", "default"):
+        return "32-true"  # torch told to use AVX2 kernels: no native bf16 (budget.py --slow-class)
     cpuinfo = Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.exists() else ""
     return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"

@@ -1,5 +1,7 @@
 """The throughput benchmark runs end to end (tiny settings) and reports every pipeline."""
 
+import sys
+
 from benchmarks.throughput import main
 
 
@@ -9,3 +11,24 @@ def test_throughput_benchmark_reports_all_pipelines(capsys) -> None:
     for pipeline in ("ours", "bare PyTorch loop", "peer", "data pipeline alone"):
         assert pipeline in out
     assert "met?" in out
+
+
+def test_slow_class_flag_limits_to_avx2_and_fp32(capfd, monkeypatch) -> None:
+    from benchmarks import budget
+    from common.training import resolve_precision
+
+    probe = (
+        "import os, sys; from common.training import resolve_precision; "
+        "print([os.environ.get(k) for k in sys.argv[1:]], resolve_precision('auto', 'cpu'))"
+    )
+    keys = ["ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"]
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    assert budget.main(["--slow-class", "--", sys.executable, "-c", probe, *keys]) == 0
+    out = capfd.readouterr().out
+    assert "['avx2', 'AVX2', 'AVX2'] 32-true" in out
+    assert "CPU class avx2 (forced" in out
+    assert budget.main(["--", sys.executable, "-c", probe, *keys]) == 0
+    assert "[None, None, None]" in capfd.readouterr().out
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert resolve_precision("auto", "cpu") == "32-true"

@@ -160,7 +160,7 @@ def test_notebook_redraws_the_runs(repo: Path, repros: dict, paper: str, tmp_pat
     assert title in output_text(outputs) and "No results yet" not in output_text(outputs)
 
 
-DUMMY_MODEL = '''"""A dummy paper's network: one 3x3 conv, global average pooling, a linear layer."""
+DUMMY_MODEL = '''"""A dummy paper's network: a 3x3 conv, global average pooling, a linear layer."""
 
 from torch import Tensor, nn
 
