@@ -16,10 +16,11 @@ from torch import nn
 from common.metrics import count_macs, count_params
 from papers.resnet.model import (
     BasicBlock,
+    Bottleneck,
     CifarResNet,
     ImageNetResNet,
-    ShortcutA,
-    build,
+    ZeroPadShortcut,
+    make_shortcut,
 )
 
 # Table 6 prints params in millions to this many digits; the exact counts are ours (option A).
@@ -77,25 +78,28 @@ def test_shortcut_options_place_projections() -> None:
         model = CifarResNet(20, shortcut=shortcut, plain=plain)
         return [type(block.shortcut).__name__ for block in model.blocks]
 
-    identity, a, proj = "Identity", "ShortcutA", "Sequential"
+    identity, a, proj = "Identity", "ZeroPadShortcut", "Sequential"
     assert kinds("A") == [identity] * 3 + [a] + [identity] * 2 + [a] + [identity] * 2
     assert kinds("B") == [identity] * 3 + [proj] + [identity] * 2 + [proj] + [identity] * 2
     assert kinds("C") == [proj] * 9
     assert kinds("A", plain=True) == ["NoneType"] * 9
 
 
-def test_shortcut_a_subsamples_and_zero_pads() -> None:
-    x = torch.randn(2, 16, 8, 8)
-    y = ShortcutA(16, 32, stride=2)(x)
-    assert y.shape == (2, 32, 4, 4)
-    torch.testing.assert_close(y[:, :16], x[:, :, ::2, ::2])
-    assert not y[:, 16:].any()
+@pytest.mark.parametrize("size", [8, 7])
+def test_shortcut_a_subsamples_and_zero_pads(size: int) -> None:
+    x = torch.randn(2, 16, size, size)
+    sliced = ZeroPadShortcut(16, 32, stride=2)(x)
+    pooled = ZeroPadShortcut(16, 32, stride=2, subsample="avg_pool")(x)
+    assert sliced.shape == pooled.shape == (2, 32, 4, 4)
+    torch.testing.assert_close(sliced[:, :16], x[:, :, ::2, ::2])
+    torch.testing.assert_close(pooled[:, :16], F.avg_pool2d(x, 2, ceil_mode=True))
+    assert not sliced[:, 16:].any() and not pooled[:, 16:].any()
 
 
 @pytest.mark.parametrize("plain", [False, True])
 def test_block_is_post_activation(plain: bool) -> None:
     torch.manual_seed(0)
-    shortcut = None if plain else ShortcutA(16, 32, stride=2)
+    shortcut = None if plain else ZeroPadShortcut(16, 32, stride=2)
     block = BasicBlock(16, 32, stride=2, shortcut=shortcut).eval()
     x = torch.randn(2, 16, 8, 8)
     expected = manual_branch(block, x)
@@ -143,15 +147,102 @@ def test_bad_imagenet_arguments() -> None:
         ImageNetResNet(50, stride_in="v2")
 
 
-def test_build_by_name() -> None:
-    assert count_params(build("resnet20")) == EXACT_PARAMS[20]
-    plain = build("plain56", num_classes=100)
+def test_plain_net_with_other_classes() -> None:
+    plain = CifarResNet(56, plain=True, num_classes=100)
     assert all(block.shortcut is None for block in plain.blocks)
     assert plain.fc.out_features == 100
-    assert isinstance(build("resnet18"), ImageNetResNet)
-    names = r"name: 'resnet21' is not one of \['resnet20'.*'resnet152'"
-    with pytest.raises(ValueError, match=names):
-        build("resnet21")
+
+
+def test_bad_order_and_subsample() -> None:
+    with pytest.raises(ValueError, match=r"order: 'mid' is not one of \['post', 'pre'\]"):
+        CifarResNet(20, order="mid")
+    with pytest.raises(ValueError, match=r"subsample: 'max' is not one of \['slice', 'avg_pool'\]"):
+        ZeroPadShortcut(16, 32, 2, subsample="max")
+
+
+def randomize_bn(model: nn.Module) -> None:
+    """Eval-mode BN with non-trivial statistics and affine parameters, so each BN shows."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+
+
+def bn(module: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """Eval BN written out: γ (x − μ) / sqrt(σ² + ε) + β, per channel."""
+
+    def per_channel(t: torch.Tensor) -> torch.Tensor:
+        return t[None, :, None, None]
+
+    scale = per_channel(module.weight / torch.sqrt(module.running_var + module.eps))
+    return (x - per_channel(module.running_mean)) * scale + per_channel(module.bias)
+
+
+def conv(weight: torch.Tensor, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    return F.conv2d(x, weight, stride=stride, padding=weight.shape[-1] // 2)
+
+
+@torch.no_grad()
+def test_pre_activation_block_follows_its_equation() -> None:
+    # He et al. 2016: y = x + F(x), F = conv(ReLU(BN(conv(ReLU(BN(x)))))), on a 1x2x3x3 input.
+    torch.manual_seed(0)
+    block = BasicBlock(2, 2, order="pre", shortcut=nn.Identity()).eval()
+    randomize_bn(block)
+    x = torch.arange(18.0).reshape(1, 2, 3, 3) / 9 - 1
+    w1, w2 = block.conv1.weight, block.conv2.weight
+    branch = conv(w2, F.relu(bn(block.bn2, conv(w1, F.relu(bn(block.bn1, x))))))
+    torch.testing.assert_close(block(x), x + branch)
+    assert block.bn1.num_features == 2 and block.bn2.num_features == 2
+
+
+@torch.no_grad()
+def test_pre_activation_shortcut_takes_the_activated_input() -> None:
+    # A shortcut that changes the shape shares the block's first BN-ReLU with the branch.
+    torch.manual_seed(0)
+    shortcut = make_shortcut("B", 2, 4, stride=2, order="pre")
+    assert isinstance(shortcut, nn.Conv2d)  # pre order: a bare 1x1 projection, no BN
+    block = BasicBlock(2, 4, stride=2, order="pre", shortcut=shortcut).eval()
+    randomize_bn(block)
+    x = torch.randn(1, 2, 5, 5)
+    activated = F.relu(bn(block.bn1, x))
+    branch = conv(block.conv2.weight, F.relu(bn(block.bn2, conv(block.conv1.weight, activated, 2))))
+    torch.testing.assert_close(block(x), conv(shortcut.weight, activated, 2) + branch)
+
+
+@torch.no_grad()
+def test_pre_activation_network() -> None:
+    # conv1 → BN → ReLU is the first unit's activation, so that unit has no BN-ReLU of its own;
+    # a BN-ReLU follows the last addition.
+    torch.manual_seed(0)
+    model = CifarResNet(20, order="pre").eval()
+    randomize_bn(model)
+    first, *rest = model.blocks
+    assert first.bn1 is None and all(b.bn1.num_features == b.conv1.in_channels for b in rest)
+    x = torch.randn(2, 3, 16, 16)
+    h = F.relu(bn(model.bn1, conv(model.conv1.weight, x)))
+    h = first.conv2(F.relu(first.bn2(first.conv1(h)))) + h
+    for block in rest:
+        h = block(h)
+    h = F.relu(bn(model.final_bn, h)).mean((2, 3))
+    torch.testing.assert_close(model(x), model.fc(h))
+    # Pre-order projections are bare convs: B adds only the two 1x1 convs over A.
+    option_b = count_params(CifarResNet(20, shortcut="B", order="pre"))
+    assert option_b - count_params(model) == 16 * 32 + 32 * 64
+
+
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck])
+def test_pre_activation_blocks_train(block: type) -> None:
+    width = 4 * block.expansion
+    model = nn.Sequential(
+        block(4, 4, stride=2, order="pre", shortcut=make_shortcut("A", 4, width, 2)),
+        block(width, 4, order="pre", shortcut=nn.Identity()),
+    )
+    out = model(torch.randn(2, 4, 6, 6))
+    assert out.shape == (2, 4 * block.expansion, 3, 3)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 # Multiply-adds and state-dict keys depend on shapes only: the meta device skips memory and init.

@@ -15,9 +15,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.metrics import count_macs, count_params
-from papers.resnet.model import BasicBlock, ResNet, cifar_stage_specs, conv3x3
+from papers.resnet.model import (
+    BasicBlock,
+    ResNet,
+    ZeroPadShortcut,
+    cifar_stage_specs,
+    conv3x3,
+    make_shortcut,
+)
 from papers.stochastic_depth.model import (
-    AvgPoolShortcut,
     StochasticDepthBlock,
     StochasticDepthResNet,
     survival_probs,
@@ -94,15 +100,25 @@ def test_bad_rule_and_depth() -> None:
         StochasticDepthResNet(21)
 
 
-def test_params_equal_resnet_110_option_a() -> None:
-    assert count_params(StochasticDepthResNet(110)) == 1_727_962
+@pytest.mark.parametrize(
+    ("depth", "params", "expected_depth"),
+    [(110, 1_727_962, 40.25), (152, 2_408_474, 56.0), (1202, 19_421_274, 449.75)],
+)
+def test_params_and_expected_depth_as_documented(
+    depth: int, params: int, expected_depth: float
+) -> None:
+    with torch.device("meta"):  # counts depend on shapes only
+        model = StochasticDepthResNet(depth)
+    assert count_params(model) == params  # ResNet-110 option A's count: the shortcuts add none
+    assert model.expected_depth == pytest.approx(expected_depth, abs=1e-9)
 
 
 @pytest.mark.parametrize(("in_channels", "stride"), [(16, 1), (16, 2)])
 def test_dropped_block_skips_its_branch(in_channels: int, stride: int) -> None:
     torch.manual_seed(0)
     width = in_channels * stride
-    block = StochasticDepthBlock(in_channels, width, stride, survival_prob=0.5).train()
+    shortcut = make_shortcut("A", in_channels, width, stride, subsample="avg_pool")
+    block = StochasticDepthBlock(in_channels, width, stride, shortcut, survival_prob=0.5).train()
     calls: list[str] = []
     block.conv1.register_forward_hook(lambda *_: calls.append("conv1"))
     block.conv2.register_forward_hook(lambda *_: calls.append("conv2"))
@@ -168,12 +184,16 @@ def test_eval_scales_branch_by_survival_prob(index: int) -> None:
 def test_survival_prob_one_is_a_resnet_with_the_same_shortcut() -> None:
     torch.manual_seed(0)
     stochastic = StochasticDepthResNet(20, survival_prob_last=1.0)
+
+    def transition(c_in: int, c_out: int, stride: int) -> nn.Module:
+        return ZeroPadShortcut(c_in, c_out, stride, subsample="avg_pool")
+
     stages = [
         [
-            BasicBlock(*spec, shortcut=AvgPoolShortcut(spec.in_channels, spec.width, spec.stride))
-            if spec.stride != 1
-            else BasicBlock(*spec, shortcut=nn.Identity())
-            for spec in stage
+            BasicBlock(c_in, width, stride, transition(c_in, c_out, stride))
+            if stride != 1
+            else BasicBlock(c_in, width, stride, nn.Identity())
+            for c_in, width, stride, c_out in stage
         ]
         for stage in cifar_stage_specs(20)
     ]
@@ -182,6 +202,13 @@ def test_survival_prob_one_is_a_resnet_with_the_same_shortcut() -> None:
     x = torch.randn(4, 3, 32, 32)
     for train in (True, False):
         torch.testing.assert_close(stochastic.train(train)(x), resnet.train(train)(x))
+
+
+def test_transitions_average_pool_and_zero_pad() -> None:
+    shortcuts = [block.shortcut for block in StochasticDepthResNet(20).blocks]
+    transitions = [s for s in shortcuts if not isinstance(s, nn.Identity)]
+    assert [shortcuts.index(s) for s in transitions] == [3, 6]
+    assert all(isinstance(s, ZeroPadShortcut) and s.subsample == "avg_pool" for s in transitions)
 
 
 def test_same_seed_same_dropped_blocks() -> None:

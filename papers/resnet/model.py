@@ -33,6 +33,17 @@ at 224x224, 1000 classes (ours: `common.metrics.count_macs`):
     50       25,557,032      3.86G                         4.09G                  3.8G
     101      44,549,160      7.57G                         7.80G                  7.6G
     152      60,192,808     11.28G                        11.51G                 11.3G
+
+The parts later papers (pre-activation, wide, ResNeXt, stochastic depth, lesions) build on live
+here once, as arguments: conv3x3/conv1x1, option A's `ZeroPadShortcut` (subsampling by slicing,
+or by average pooling as in stochastic depth), `projection`, the block order — "post" as above,
+or "pre" (He et al. 2016, Identity Mappings):
+
+    y = x + F(x),   F = conv3x3(ReLU(BN(conv3x3(ReLU(BN(x))))))
+
+with a BN-ReLU after the last addition — the stage layout (`stage_specs`), the builder
+(`build_stages`, one block factory for every block), the `ResNet` trunk and He init. A network is
+named by its class path and keyword arguments, e.g. `papers.resnet.model.CifarResNet`, depth 110.
 """
 
 from __future__ import annotations
@@ -46,9 +57,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 SHORTCUTS = ("A", "B", "C")
+SUBSAMPLES = ("slice", "avg_pool")
+ORDERS = ("post", "pre")
 STRIDE_IN = ("paper", "torchvision")
 CIFAR_WIDTHS = (16, 32, 64)
-CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # Table 6
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 IMAGENET_REPEATS = {  # Table 1: blocks per stage conv2_x ... conv5_x
     18: (2, 2, 2, 2),
@@ -57,6 +69,12 @@ IMAGENET_REPEATS = {  # Table 1: blocks per stage conv2_x ... conv5_x
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
+
+
+def one_of(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Raise a ValueError naming the argument and the allowed values unless `value` is one."""
+    if value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not one of {list(allowed)}")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -68,79 +86,134 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
 
-class ShortcutA(nn.Module):
-    """Option A: identity that subsamples by `stride` and zero-pads the extra channels."""
+class ZeroPadShortcut(nn.Module):
+    """Option A: the identity, subsampled by `stride`, zero-padded to the new width (no parameters).
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    subsample="slice" keeps every stride-th pixel (He et al. 2015); "avg_pool" averages
+    stride x stride windows (the transition of Huang et al. 2016).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int, subsample: str = "slice"
+    ) -> None:
         super().__init__()
+        one_of("subsample", subsample, SUBSAMPLES)
         self.extra_channels = out_channels - in_channels
-        self.stride = stride
+        self.stride, self.subsample = stride, subsample
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
+        if self.subsample == "slice":
+            x = x[:, :, :: self.stride, :: self.stride]
+        else:  # ceil_mode matches the stride-2 conv's output size on odd inputs (e.g. 7 -> 4).
+            x = F.avg_pool2d(x, self.stride, ceil_mode=True)
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
     def extra_repr(self) -> str:
-        return f"extra_channels={self.extra_channels}, stride={self.stride}"
+        return f"extra_channels={self.extra_channels}, stride={self.stride}, {self.subsample}"
 
 
-def projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    """Options B/C: W_s x as a 1x1 conv + BN (Eq. 2)."""
-    return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+def projection(in_channels: int, out_channels: int, stride: int, order: str = "post") -> nn.Module:
+    """Options B/C: W_s x as a 1x1 conv + BN (Eq. 2); pre-activation: the conv alone, its input
+    being the block's BN-ReLU already (as in fb.resnet.torch's preresnet)."""
+    conv = conv1x1(in_channels, out_channels, stride)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if order == "post" else conv
 
 
-def make_shortcut(option: str, in_channels: int, out_channels: int, stride: int) -> nn.Module:
+def make_shortcut(
+    option: str,
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    subsample: str = "slice",
+    order: str = "post",
+) -> nn.Module:
     """The shortcut of one block under option A, B or C."""
     increases = stride != 1 or in_channels != out_channels
     if option == "C" or (option == "B" and increases):
-        return projection(in_channels, out_channels, stride)
+        return projection(in_channels, out_channels, stride, order)
     if option == "A" and increases:
-        return ShortcutA(in_channels, out_channels, stride)
+        return ZeroPadShortcut(in_channels, out_channels, stride, subsample)
     return nn.Identity()
 
 
 class ResidualBlock(nn.Module):
-    """y = ReLU(F(x) + shortcut(x)); y = ReLU(F(x)) when `shortcut` is None (plain net).
+    """A residual block over the convs of its branch F, each paired with a BN, in either order.
+
+    post (He et al. 2015):  y = ReLU(F(x) + shortcut(x)),  F = BN(conv(... ReLU(BN(conv(x)))))
+    pre  (He et al. 2016):  y = x + F(x),                  F = conv(... ReLU(BN(conv(ReLU(BN(x))))))
+    A plain block drops the shortcut. In the pre order a shortcut that changes the shape (zero-pad
+    or projection) takes the activated ReLU(BN(x)) as F does; `preactivate=False` skips the first
+    BN-ReLU for the unit right after conv1, whose input the stem already activated, before the
+    split into two paths (He et al. 2016 on the first unit).
 
     Submodule names follow torchvision (conv1, bn1, ..., downsample) so its ImageNet weights load
     unchanged; `downsample` holds the paper's shortcut, whichever option it is.
     """
 
-    expansion = 1
-    out_channels: int
-    downsample: nn.Module | None
+    def __init__(
+        self,
+        convs: Sequence[nn.Conv2d],
+        shortcut: nn.Module | None,
+        order: str = "post",
+        preactivate: bool = True,
+    ) -> None:
+        super().__init__()
+        one_of("order", order, ORDERS)
+        self.order, self.num_convs = order, len(convs)
+        self.out_channels = convs[-1].out_channels
+        for i, conv in enumerate(convs, start=1):
+            self.add_module(f"conv{i}", conv)
+            channels = conv.out_channels if order == "post" else conv.in_channels
+            has_bn = order == "post" or i > 1 or preactivate
+            self.add_module(f"bn{i}", nn.BatchNorm2d(channels) if has_bn else None)
+        self.downsample = shortcut
 
     @property
     def shortcut(self) -> nn.Module | None:
         return self.downsample
 
+    def layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+        n = range(1, self.num_convs + 1)
+        return [(getattr(self, f"conv{i}"), getattr(self, f"bn{i}")) for i in n]
+
     def residual(self, x: Tensor) -> Tensor:
-        """F(x), the residual function."""
-        raise NotImplementedError
+        """F(x); in the pre order x is already ReLU(BN(x)), the block's first activation."""
+        last = self.num_convs - 1
+        for i, (conv, bn) in enumerate(self.layers()):
+            if self.order == "post":
+                x = bn(conv(x)) if i == last else F.relu(bn(conv(x)))
+            else:
+                x = conv(x if i == 0 else F.relu(bn(x)))
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.residual(x)
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return F.relu(out)
+        if self.order == "post":
+            out = self.residual(x)
+            return F.relu(out if self.shortcut is None else out + self.shortcut(x))
+        activated = x if self.bn1 is None else F.relu(self.bn1(x))
+        out = self.residual(activated)
+        if self.shortcut is None:
+            return out
+        clean = isinstance(self.shortcut, nn.Identity)  # the unchanged identity keeps x itself
+        return out + self.shortcut(x if clean else activated)
 
 
 class BasicBlock(ResidualBlock):
     """Two 3x3 convs (Fig. 5 left); the first carries the stride."""
 
-    def __init__(
-        self, in_channels: int, width: int, stride: int = 1, shortcut: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.out_channels = width
-        self.conv1 = conv3x3(in_channels, width, stride)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.downsample = shortcut
+    expansion = 1
 
-    def residual(self, x: Tensor) -> Tensor:
-        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int = 1,
+        shortcut: nn.Module | None = None,
+        order: str = "post",
+        preactivate: bool = True,
+    ) -> None:
+        convs = [conv3x3(in_channels, width, stride), conv3x3(width, width)]
+        super().__init__(convs, shortcut, order, preactivate)
 
 
 class Bottleneck(ResidualBlock):
@@ -158,31 +231,27 @@ class Bottleneck(ResidualBlock):
         width: int,
         stride: int = 1,
         shortcut: nn.Module | None = None,
+        order: str = "post",
+        preactivate: bool = True,
         stride_in: str = "paper",
     ) -> None:
-        super().__init__()
-        self.out_channels = width * self.expansion
+        one_of("stride_in", stride_in, STRIDE_IN)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in == "paper" else (1, stride)
-        self.conv1 = conv1x1(in_channels, width, stride_1x1)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride_3x3)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = conv1x1(width, self.out_channels)
-        self.bn3 = nn.BatchNorm2d(self.out_channels)
-        self.downsample = shortcut
-
-    def residual(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        return self.bn3(self.conv3(out))
+        convs = [
+            conv1x1(in_channels, width, stride_1x1),
+            conv3x3(width, width, stride_3x3),
+            conv1x1(width, width * self.expansion),
+        ]
+        super().__init__(convs, shortcut, order, preactivate)
 
 
 class BlockSpec(NamedTuple):
-    """Where a block sits: its input channels, its width and its stride."""
+    """Where a block sits: its input channels, its width, its stride and its output channels."""
 
     in_channels: int
     width: int
     stride: int
+    out_channels: int
 
 
 def stage_specs(
@@ -192,8 +261,9 @@ def stage_specs(
     stages = []
     for s, (width, n) in enumerate(zip(widths, repeats, strict=True)):
         in_channels = stem_width if s == 0 else widths[s - 1] * expansion
-        first = BlockSpec(in_channels, width, stride=1 if s == 0 else 2)
-        stages.append([first] + [BlockSpec(width * expansion, width, 1)] * (n - 1))
+        out_channels = width * expansion
+        first = BlockSpec(in_channels, width, 1 if s == 0 else 2, out_channels)
+        stages.append([first] + [BlockSpec(out_channels, width, 1, out_channels)] * (n - 1))
     return stages
 
 
@@ -212,20 +282,28 @@ def cifar_stage_specs(depth: int) -> list[list[BlockSpec]]:
 def build_stages(
     specs: list[list[BlockSpec]],
     block: Callable[..., ResidualBlock],
-    expansion: int,
-    shortcut: str,
-    plain: bool,
+    shortcut: str = "A",
+    *,
+    subsample: str = "slice",
+    plain: bool = False,
+    order: str = "post",
 ) -> list[list[ResidualBlock]]:
-    """Instantiate `block` for every spec, with the shortcut of option `shortcut` (or none)."""
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"shortcut: {shortcut!r} is not one of {list(SHORTCUTS)}")
+    """`block(in_channels, width, stride, shortcut=...)` for every spec, with option `shortcut`'s
+    shortcut (none if `plain`). Pre-order blocks also get `order="pre"` and, for the network's
+    first block only, `preactivate=False`; post-order blocks keep their defaults."""
+    one_of("shortcut", shortcut, SHORTCUTS)
+    one_of("subsample", subsample, SUBSAMPLES)
+    one_of("order", order, ORDERS)
 
-    def shortcut_of(spec: BlockSpec) -> nn.Module | None:
-        if plain:
-            return None
-        return make_shortcut(shortcut, spec.in_channels, spec.width * expansion, spec.stride)
+    def make(spec: BlockSpec, first: bool) -> ResidualBlock:
+        args = (spec.in_channels, spec.out_channels, spec.stride, subsample, order)
+        sc = None if plain else make_shortcut(shortcut, *args)
+        pre = {"order": order, "preactivate": not first} if order == "pre" else {}
+        return block(spec.in_channels, spec.width, spec.stride, shortcut=sc, **pre)
 
-    return [[block(*spec, shortcut=shortcut_of(spec)) for spec in stage] for stage in specs]
+    return [
+        [make(spec, s == i == 0) for i, spec in enumerate(stage)] for s, stage in enumerate(specs)
+    ]
 
 
 def init_weights(model: nn.Module) -> None:
@@ -238,8 +316,9 @@ def init_weights(model: nn.Module) -> None:
 class ResNet(nn.Module):
     """conv1 → BN → ReLU [→ 3x3/2 max pool] → stages of residual blocks → global avg pool → fc.
 
-    Submodule names follow torchvision (conv1, bn1, layer1..layerK, fc) for weight compatibility;
-    `stages` and `blocks` give the paper's view of the same modules.
+    order="pre" adds a BN-ReLU (`final_bn`) after the last addition (He et al. 2016); the stem's
+    BN-ReLU is then the first unit's activation. Submodule names follow torchvision (conv1, bn1,
+    layer1..layerK, fc) for weight compatibility; `stages` and `blocks` give the paper's view.
     """
 
     def __init__(
@@ -248,14 +327,18 @@ class ResNet(nn.Module):
         stages: Sequence[Sequence[ResidualBlock]],
         num_classes: int,
         maxpool: bool = False,
+        order: str = "post",
     ) -> None:
         super().__init__()
+        one_of("order", order, ORDERS)
         self.conv1 = conv1
         self.bn1 = nn.BatchNorm2d(conv1.out_channels)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if maxpool else nn.Identity()
         for s, blocks in enumerate(stages, start=1):
             self.add_module(f"layer{s}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(stages[-1][-1].out_channels, num_classes)
+        out_channels = stages[-1][-1].out_channels
+        self.final_bn = nn.BatchNorm2d(out_channels) if order == "pre" else None
+        self.fc = nn.Linear(out_channels, num_classes)
         init_weights(self)
 
     @property
@@ -271,6 +354,8 @@ class ResNet(nn.Module):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
         for stage in self.stages:
             x = stage(x)
+        if self.final_bn is not None:
+            x = F.relu(self.final_bn(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -281,6 +366,7 @@ class CifarResNet(ResNet):
         depth: 6n+2 weighted layers (20, 32, 44, 56, 110, 1202 in the paper).
         shortcut: "A" (zero-padding identity, the paper's CIFAR choice), "B" or "C".
         plain: no shortcuts at all — the plain net of the same depth.
+        order: "post" (this paper) or "pre" (pre-activation, He et al. 2016).
         in_channels: 3 for CIFAR, 1 for (Fashion-)MNIST at 28x28.
         num_classes: outputs of the final FC.
     """
@@ -290,11 +376,13 @@ class CifarResNet(ResNet):
         depth: int,
         shortcut: str = "A",
         plain: bool = False,
+        order: str = "post",
         in_channels: int = 3,
         num_classes: int = 10,
     ) -> None:
-        stages = build_stages(cifar_stage_specs(depth), BasicBlock, 1, shortcut, plain)
-        super().__init__(conv3x3(in_channels, CIFAR_WIDTHS[0]), stages, num_classes)
+        specs = cifar_stage_specs(depth)
+        stages = build_stages(specs, BasicBlock, shortcut, plain=plain, order=order)
+        super().__init__(conv3x3(in_channels, CIFAR_WIDTHS[0]), stages, num_classes, order=order)
 
 
 class ImageNetResNet(ResNet):
@@ -305,6 +393,7 @@ class ImageNetResNet(ResNet):
         shortcut: "B" (projection on dimension increase, the paper's default), "A" or "C".
         plain: no shortcuts at all.
         stride_in: "paper" strides a bottleneck's first 1x1, "torchvision" its 3x3.
+        order: "post" (this paper) or "pre" (pre-activation, He et al. 2016).
         in_channels: input channels.
         num_classes: outputs of the final FC.
     """
@@ -315,36 +404,15 @@ class ImageNetResNet(ResNet):
         shortcut: str = "B",
         plain: bool = False,
         stride_in: str = "paper",
+        order: str = "post",
         in_channels: int = 3,
         num_classes: int = 1000,
     ) -> None:
-        if depth not in IMAGENET_REPEATS:
-            raise ValueError(f"depth: {depth} is not one of {list(IMAGENET_REPEATS)}")
-        if stride_in not in STRIDE_IN:
-            raise ValueError(f"stride_in: {stride_in!r} is not one of {list(STRIDE_IN)}")
+        one_of("depth", depth, list(IMAGENET_REPEATS))
+        one_of("stride_in", stride_in, STRIDE_IN)
         block = BasicBlock if depth < 50 else partial(Bottleneck, stride_in=stride_in)
         expansion = 1 if depth < 50 else Bottleneck.expansion
         specs = stage_specs(IMAGENET_WIDTHS[0], IMAGENET_WIDTHS, IMAGENET_REPEATS[depth], expansion)
-        stages = build_stages(specs, block, expansion, shortcut, plain)
+        stages = build_stages(specs, block, shortcut, plain=plain, order=order)
         conv1 = nn.Conv2d(in_channels, IMAGENET_WIDTHS[0], 7, stride=2, padding=3, bias=False)
-        super().__init__(conv1, stages, num_classes, maxpool=True)
-
-
-MODELS: dict[str, Callable[..., ResNet]] = {
-    **{f"resnet{d}": partial(CifarResNet, d) for d in CIFAR_DEPTHS},
-    **{f"plain{d}": partial(CifarResNet, d, plain=True) for d in CIFAR_DEPTHS},
-    **{f"resnet{d}": partial(ImageNetResNet, d) for d in IMAGENET_REPEATS},
-    "plain18": partial(ImageNetResNet, 18, plain=True),
-    "plain34": partial(ImageNetResNet, 34, plain=True),
-}
-
-
-def build(name: str, **kwargs: Any) -> ResNet:
-    """The network named as in the paper, e.g. "resnet110", "plain56" or "resnet50".
-
-    CIFAR: resnet/plain 20, 32, 44, 56, 110, 1202. ImageNet: resnet 18, 34, 50, 101, 152 and
-    plain 18, 34. `kwargs` go to the constructor (e.g. shortcut="B", num_classes=100).
-    """
-    if name not in MODELS:
-        raise ValueError(f"name: {name!r} is not one of {list(MODELS)}")
-    return MODELS[name](**kwargs)
+        super().__init__(conv1, stages, num_classes, maxpool=True, order=order)

@@ -30,6 +30,7 @@ from papers.resnet.model import (
     CIFAR_WIDTHS,
     BasicBlock,
     ResNet,
+    build_stages,
     cifar_stage_specs,
     conv3x3,
 )
@@ -50,29 +51,18 @@ def survival_probs(
     return [1 - i / num_blocks * (1 - survival_prob_last) for i in range(1, num_blocks + 1)]
 
 
-class AvgPoolShortcut(nn.Module):
-    """id(H) of a transition block: average pooling by `stride`, then zero channel padding."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.extra_channels = out_channels - in_channels
-        self.stride = stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        # ceil_mode matches the stride-2 conv's output size on odd inputs (e.g. 7 -> 4).
-        x = F.avg_pool2d(x, self.stride, ceil_mode=True)
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
-
-    def extra_repr(self) -> str:
-        return f"extra_channels={self.extra_channels}, stride={self.stride}"
-
-
 class StochasticDepthBlock(BasicBlock):
-    """A basic block whose branch f_l survives a training mini-batch with `survival_prob`."""
+    """A post-activation basic block whose branch f_l survives a training mini-batch with
+    `survival_prob` (set per block by the network; 1 keeps it always)."""
 
-    def __init__(self, in_channels: int, width: int, stride: int, survival_prob: float) -> None:
-        transition = stride != 1 or in_channels != width
-        shortcut = AvgPoolShortcut(in_channels, width, stride) if transition else nn.Identity()
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int,
+        shortcut: nn.Module,
+        survival_prob: float = 1.0,
+    ) -> None:
         super().__init__(in_channels, width, stride, shortcut)
         self.survival_prob = survival_prob
 
@@ -115,16 +105,12 @@ class StochasticDepthResNet(ResNet):
         num_classes: int = 10,
     ) -> None:
         specs = cifar_stage_specs(depth)
-        n = len(specs[0])
-        probs = survival_probs(3 * n, survival_prob_last, rule)
-        stages = [
-            [
-                StochasticDepthBlock(*spec, survival_prob=probs[s * n + i])
-                for i, spec in enumerate(stage)
-            ]
-            for s, stage in enumerate(specs)
-        ]
+        probs = survival_probs(sum(map(len, specs)), survival_prob_last, rule)
+        # The transition's id: option A's zero padding, subsampled by 2x2 average pooling.
+        stages = build_stages(specs, StochasticDepthBlock, "A", subsample="avg_pool")
         super().__init__(conv3x3(in_channels, CIFAR_WIDTHS[0]), stages, num_classes)
+        for block, p_l in zip(self.blocks, probs, strict=True):
+            block.survival_prob = p_l
 
     @property
     def survival_probs(self) -> list[float]:
