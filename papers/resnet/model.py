@@ -109,7 +109,8 @@ class ZeroPadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
     def extra_repr(self) -> str:
-        return f"extra_channels={self.extra_channels}, stride={self.stride}, {self.subsample}"
+        extra, stride, subsample = self.extra_channels, self.stride, self.subsample
+        return f"extra_channels={extra}, stride={stride}, subsample={subsample}"
 
 
 def projection(in_channels: int, out_channels: int, stride: int, order: str = "post") -> nn.Module:
