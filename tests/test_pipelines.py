@@ -105,9 +105,13 @@ def test_repro_writes_key_table_then_runs_nothing(repo: Path, repros: dict, pape
     assert ran and all("fashion_mnist" in r["how"] for r in ran)
     assert "| Verdict |" in first.stdout  # the root stage prints the key table
     _assert_console_says_which_run_and_no_noise(first, paper)
-    for again in (["repro", f"papers/{paper}"], ["repro", "-R", f"papers/{paper}"],
-                  ["repro", f"papers/{paper}/dvc.yaml"]):  # fmt: skip
-        result = dvc(repo, *again)
+    main = README_COMMAND.replace("papers/stochastic_depth", f"papers/{paper}")
+    again = [
+        clean_shell(repo, f"source .venv/bin/activate && {main}"),  # the same, once activated
+        *(dvc(repo, *args) for args in (["repro", "-R", f"papers/{paper}"],
+                                        ["repro", f"papers/{paper}/dvc.yaml"])),
+    ]  # fmt: skip
+    for result in again:
         assert result.returncode == 0, result.stderr[-2000:]
         assert f"Running stage 'papers/{paper}/dvc.yaml:" not in result.stdout, result.stdout
 
