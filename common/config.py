@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,14 @@ def choice(field_name: str, value: Any, allowed: Any) -> Any:
     return value
 
 
+def number(field_name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
+    """ConfigError naming the field unless `value` is a number (an int if `integer`) ≥ minimum."""
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"{field_name}: {value!r} must be {what} >= {minimum:g}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Split, subset, augmentation and normalisation of the training set."""
@@ -48,8 +58,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         choice("data.padding_mode", self.padding_mode, ("zeros", "reflect"))
         choice("data.normalize", self.normalize, ("per_pixel_mean", "mean_std"))
-        if self.val_size < 0:
-            raise ConfigError(f"data.val_size: {self.val_size} must be 0 or more")
+        number("data.val_size", self.val_size, minimum=0, integer=True)
+        number("data.split_seed", self.split_seed, minimum=0, integer=True)
+        number("data.pad", self.pad, minimum=0, integer=True)
+        for name in ("train_size", "test_size"):
+            if getattr(self, name) is not None:
+                number(f"data.{name}", getattr(self, name), minimum=1, integer=True)
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,13 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        number("optim.batch_size", self.batch_size, minimum=1, integer=True)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0:
+            raise ConfigError(f"optim.lr: {self.lr!r} must be a number > 0")
+        number("optim.momentum", self.momentum, minimum=0)
+        number("optim.weight_decay", self.weight_decay, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,17 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         choice("schedule.unit", self.unit, ("epoch", "step"))
-        object.__setattr__(self, "milestones", tuple(self.milestones))
+        number("schedule.epochs", self.epochs, minimum=1, integer=True)
+        number("schedule.max_steps", self.max_steps, minimum=-1, integer=True)
+        number("schedule.gamma", self.gamma, minimum=0)
+        if self.warmup_lr is not None:
+            number("schedule.warmup_lr", self.warmup_lr, minimum=0)
+        milestones = self.milestones if isinstance(self.milestones, list | tuple) else [None]
+        for m in milestones:
+            number("schedule.milestones", m, minimum=1, integer=True)
+        if list(milestones) != sorted(set(milestones)):
+            raise ConfigError(f"schedule.milestones: {list(milestones)} must increase strictly")
+        object.__setattr__(self, "milestones", tuple(milestones))
 
 
 @dataclass(frozen=True)
@@ -96,6 +127,18 @@ class TrainerConfig:
     channels_last: bool = True
     limit_train_batches: int | float | None = None  # smoke runs only; None: every batch
     limit_val_batches: int | float | None = None
+
+    def __post_init__(self) -> None:
+        choice("trainer.accelerator", self.accelerator, ACCELERATORS)
+        if self.devices not in ("auto", -1):
+            number("trainer.devices", self.devices, minimum=1, integer=True)
+        number("trainer.num_nodes", self.num_nodes, minimum=1, integer=True)
+        choice("trainer.precision", self.precision, PRECISIONS)
+
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("auto", "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 @dataclass(frozen=True)
@@ -121,6 +164,9 @@ class RunConfig:
             raise ConfigError("select: lowest_val needs a validation set (data.val_size > 0)")
         if "class_path" not in self.model:
             raise ConfigError("model.class_path: missing (a `module.Class` path to the network)")
+        choice("wandb.mode", self.wandb.get("mode", "offline"), WANDB_MODES)
+        info = DATASETS[choice("dataset", self.dataset, DATASETS)]
+        build_model(self.model, info.shape[0], info.num_classes)  # its arguments, checked now
 
     @property
     def name(self) -> str:
@@ -157,10 +203,59 @@ def _section(cls: type, values: dict[str, Any] | None, name: str) -> Any:
     return cls(**values)
 
 
+def build_model(spec: dict[str, Any], in_channels: int, num_classes: int) -> Any:
+    """Instantiate `spec["class_path"]` with the spec's other keys as keyword arguments.
+
+    Arguments are checked against the class's annotations first, so a value of the wrong type
+    is reported by its field name rather than by whatever comparison it breaks inside the model.
+    """
+    kwargs = {k: v for k, v in spec.items() if k != "class_path"}
+    module_name, _, class_name = str(spec["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"model.class_path: cannot import {spec['class_path']!r}") from err
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in kwargs.items():
+        kind = hints.get(key)
+        if kind in (int, float, bool, str) and not _is_a(value, kind):
+            raise ConfigError(f"model.{key}: {value!r} is not a {kind.__name__}")
+    try:
+        return cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
+        raise ConfigError(f"model: {err}") from err
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
 def load_params(path: Path) -> dict[str, Any]:
+    """A params file as a mapping; its absence or a YAML syntax error is one line."""
     if not path.is_file():
         raise ConfigError(f"params: {path} does not exist")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())
+        raise ConfigError(f"params: {path} is not valid YAML: {problem}") from err
+    if not isinstance(params, dict):
+        raise ConfigError(f"params: {path} must hold a mapping of settings")
+    return params
+
+
+def check_matrix(params: dict[str, Any]) -> None:
+    """The run matrix (arms × datasets × seeds) a paper trains: non-empty lists of names, seeds."""
+    for key in ("arms", "datasets", "seeds"):
+        values = params.get(key)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{key}: {values!r} must be a non-empty list")
+    for seed in params["seeds"]:
+        number("seeds", seed, minimum=0, integer=True)
+    for dataset in params["datasets"]:
+        choice("datasets", dataset, DATASETS)
 
 
 def resolve(
@@ -176,7 +271,10 @@ def resolve(
 
     `shared` holds the repo-wide defaults (root params.yaml: trainer, wandb) under the paper's.
     """
-    profiles = params.get("profiles", {})
+    profiles = params.get("profiles")
+    if not isinstance(profiles, dict) or not profiles:
+        raise ConfigError("profiles: missing (a mapping of profile names: default, smoke, paper)")
+    check_matrix(params)
     profile = choice("profile", params.get("profile", "default"), profiles)
     block = profiles[profile]
     datasets = block.get("datasets", {})

@@ -9,6 +9,7 @@ Padding + random crop, flip and normalisation run on whole batches after transfe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -31,17 +32,39 @@ def prepare(name: str, raw_root: Path, out: Path, download: bool = True) -> None
     train = read_split(name, raw_root / name, train=True, download=download)
     test = read_split(name, raw_root / name, train=False, download=download)
     tensors = dict(zip(SPLITS, (*train, *test), strict=True))
-    atomic_torch_save({"name": name, "num_classes": DATASETS[name].num_classes, **tensors}, out)
+    save_prepared({"name": name, "num_classes": DATASETS[name].num_classes, **tensors}, out)
+
+
+def content_hash(data: dict) -> str:
+    """sha256 of a prepared set's name, class count and tensors (dtype, shape and bytes)."""
+    h = hashlib.sha256(f"{data['name']}\n{int(data['num_classes'])}\n".encode())
+    for key in SPLITS:
+        tensor = data[key].contiguous()
+        h.update(f"{key} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        h.update(tensor.numpy())
+    return h.hexdigest()
+
+
+def save_prepared(data: dict, out: Path) -> None:
+    """Write a prepared set with its content hash, which `load_prepared` checks."""
+    atomic_torch_save({**data, "sha256": content_hash(data)}, out)
 
 
 def load_prepared(path: Path) -> dict:
-    """Load a prepared data set; tensors only, so `weights_only=True` suffices."""
+    """Load a prepared data set and check its content hash; tensors only, so `weights_only`."""
+    rerun = "re-run its `data` stage (dvc repro)"
     if not path.is_file():
         raise DataError(f"data: {path} does not exist; run its `data` stage (dvc repro) first")
-    data = torch.load(path, weights_only=True)
-    missing = [k for k in SPLITS if k not in data]
+    try:
+        data = torch.load(path, weights_only=True)
+    except Exception as err:  # truncated, corrupt, or a pickle weights_only refuses
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:160]
+        raise DataError(f"data: {path} cannot be loaded ({reason}); {rerun}") from None
+    missing = [k for k in (*SPLITS, "sha256") if not isinstance(data, dict) or k not in data]
     if missing:
-        raise DataError(f"data: {path} lacks {', '.join(missing)}; re-run its `data` stage")
+        raise DataError(f"data: {path} lacks {', '.join(missing)}; {rerun}")
+    if content_hash(data) != data["sha256"]:
+        raise DataError(f"data: {path} does not match its content hash (corrupt); {rerun}")
     return data
 
 
@@ -110,6 +133,7 @@ class ImageDataModule(L.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         data = load_prepared(self.data_file)
+        self.content_hash = data["sha256"]
         self.num_classes = int(data["num_classes"])
         images, labels = data["train_images"], data["train_labels"]
         train_idx, val_idx = split_indices(

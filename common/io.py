@@ -1,7 +1,12 @@
-"""Atomic writes: an interrupted or failed run leaves the old file or none, never half of one."""
+"""Atomic writes: an interrupted or failed run leaves the old file or none, never half of one.
+
+A temporary file is named after its target and its writer's process id; a writer killed before it
+could clean up (kill -9) leaves it behind, and the next write of the same target removes it.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -12,10 +17,29 @@ from typing import Any
 import torch
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        pass
+    return True
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files of `path` whose writer process no longer runs."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.tmp*.*"):
+        pid = tmp.name[len(path.name) + 5 :].partition(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    _remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp{os.getpid()}.")
     os.close(fd)
     try:
         write(Path(tmp))

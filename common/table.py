@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from common.config import ConfigError, load_params
+from common.config import ConfigError, build_model, check_matrix, load_params
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
 
@@ -58,8 +58,6 @@ def _run_values(ours: dict[str, Any], runs: list[dict], dataset: str) -> dict[in
 
 
 def _model_stat(ours: dict[str, Any]) -> float:
-    from common.training import build_model  # Lightning is only needed for model-stat rows
-
     shape = ours["input_shape"]
     spec = dict(ours["model"])
     classes = spec.pop("num_classes", 1000 if shape[-1] >= 224 else 10)
@@ -180,6 +178,7 @@ def write_table(paper_dir: Path, runs_dir: Path, out_dir: Path) -> list[dict[str
         raise ConfigError(f"paper: {published_file} does not exist")
     published = yaml.safe_load(published_file.read_text())
     params = load_params(Path(paper_dir) / "params.yaml")
+    check_matrix(params)
     rows = build_rows(published, load_runs(runs_dir, params))
     atomic_write_json(Path(out_dir) / "table.json", {"title": published["title"], "rows": rows})
     atomic_write_text(Path(out_dir) / "table.md", to_markdown(published["title"], rows))

@@ -8,11 +8,11 @@ ResNet-110's warm-up, per-epoch train/val/test error, and resumption from the la
 from __future__ import annotations
 
 import bisect
-import importlib
+import hashlib
 import math
 import os
-import shutil
 import statistics
+import sys
 import time
 import warnings
 from collections import deque
@@ -25,30 +25,17 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor, nn
 
-from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig
+from common.config import OptimConfig, RunConfig, ScheduleConfig, build_model
 from common.console import console_callbacks, silence_noise, watched
 from common.data import ImageDataModule
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params
 
+REPO = Path(__file__).resolve().parents[1]
 HISTORY_FIELDS = (
     "epoch", "lr", "train_loss", "train_error", "val_loss", "val_error", "test_loss",
     "test_error", "train_time_s",
 )  # fmt: skip
-
-
-def build_model(spec: dict[str, Any], in_channels: int, num_classes: int) -> nn.Module:
-    """Instantiate `spec["class_path"]` with the spec's other keys as keyword arguments."""
-    kwargs = {k: v for k, v in spec.items() if k != "class_path"}
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"model.class_path: cannot import {spec['class_path']!r}") from err
-    try:
-        return cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
-        raise ConfigError(f"model: {err}") from err
 
 
 class MultiStep:
@@ -65,9 +52,15 @@ class Classifier(L.LightningModule):
     """Cross-entropy classifier; logs loss and error (%) on train, validation and test."""
 
     def __init__(
-        self, model: nn.Module, optim: OptimConfig, schedule: ScheduleConfig, channels_last: bool
+        self,
+        model: nn.Module,
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        channels_last: bool,
+        run_digest: str = "",
     ) -> None:
         super().__init__()
+        self.run_digest = run_digest  # stored in each checkpoint: which run may resume from it
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.memory_format)
         self.optim, self.schedule = optim, schedule
@@ -134,6 +127,7 @@ class Classifier(L.LightningModule):
         optimizer.zero_grad(set_to_none=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["run_digest"] = self.run_digest
         checkpoint["warming_up"] = self.warming_up
         checkpoint["recent_errors"] = list(self.recent_errors)
         # The RNG drives shuffling, crops, flips and dropped blocks: restoring it makes a resumed
@@ -215,19 +209,48 @@ def deterministic_mode(accelerator: str) -> str | None:
     return "warn" if on_gpu else None
 
 
-def _resume_from(ckpt_dir: Path, config: RunConfig) -> Path | None:
-    """The last checkpoint if it was written by this very configuration; else start afresh."""
-    stamp, last = ckpt_dir / "config.digest", ckpt_dir / "last.ckpt"
-    if last.exists() and stamp.exists() and stamp.read_text() == config.digest():
-        return last
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    ckpt_dir.mkdir(parents=True)
-    stamp.write_text(config.digest())
-    return None
+def run_digest(config: RunConfig, data_hash: str) -> str:
+    """Hash of everything that determines a run's result: its configuration, the content of its
+    data and the source of every module of this repo it has loaded (common, the paper's model and
+    what that imports). A checkpoint resumes only the run with the same digest: after a change of
+    code or data the run starts afresh instead of continuing old weights under new code."""
+    h = hashlib.sha256(f"{config.digest()}\n{data_hash}\n".encode())
+    for path in _repo_sources():
+        h.update(f"{path.relative_to(REPO)}\n".encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _repo_sources() -> list[Path]:
+    """Source files of the loaded modules that are this repo's own (not .venv's packages)."""
+    files = {getattr(m, "__file__", None) or "" for m in list(sys.modules.values())}
+    paths = [Path(f) for f in files if os.path.isabs(f) and f.endswith(".py")]
+    return sorted(
+        p for p in paths
+        if p.is_relative_to(REPO) and not any(s.startswith(".") for s in p.relative_to(REPO).parts)
+    )  # fmt: skip
+
+
+def _resume_from(last: Path, digest: str) -> Path | None:
+    """`last` if it is a checkpoint of the run with this digest; else None: start afresh.
+
+    A checkpoint of another run stays until the new run's first epoch replaces it, so a run that
+    fails before training keeps it. One that cannot be loaded is set aside, never deleted.
+    """
+    if not last.exists():
+        return None
+    try:
+        written_by = torch.load(last, map_location="cpu", weights_only=True).get("run_digest")
+    except Exception as err:  # truncated, corrupt or not a checkpoint: any loader error
+        aside = last.with_name(f"{last.name}.unreadable")
+        last.replace(aside)
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        print(f"warning: {last} cannot be loaded ({reason}); moved to {aside.name}; starts afresh")
+        return None
+    return last if written_by == digest else None
 
 
 silence_noise()
-# ckpt/ always holds config.digest, so Lightning's "directory not empty" warning says nothing.
+# ckpt/ may hold another run's checkpoint until this run's first replaces it.
 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 
@@ -274,9 +297,10 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
     data.setup()
     model = build_model(config.model, data.image_shape[0], data.num_classes)
     stats = {"params": count_params(model), "macs": count_macs(model, (1, *data.image_shape))}
-    module = Classifier(model, config.optim, config.schedule, config.trainer.channels_last)
+    digest = run_digest(config, data.content_hash)
+    module = Classifier(model, config.optim, config.schedule, config.trainer.channels_last, digest)
     out = Path(out)
-    resume = _resume_from(out / "ckpt", config)
+    resume = _resume_from(out / "ckpt" / "last.ckpt", digest)
     history = History(out / "history.csv")
     t = config.trainer
     precision = resolve_precision(t.precision, t.accelerator)
@@ -298,12 +322,16 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
     trainer.fit(module, data, ckpt_path=resume, weights_only=True)
     if not trainer.is_global_zero:
         return {}
+    # A finished run resumed after DVC removed its outputs trains nothing: its rows come from the
+    # checkpoint, and history.csv is written from them (as after every epoch).
+    history.write()
     chosen = select_epoch(history.rows, config.select)
     metrics = {
         "paper": config.paper, "profile": config.profile, "arm": config.arm,
         "dataset": config.dataset, "seed": config.seed, "precision": precision,
         "select": config.select, "epochs": len(history.rows), "steps": trainer.global_step,
-        "train_images": len(data.train_set), "config_digest": config.digest(), **stats,
+        "train_images": len(data.train_set), "config_digest": config.digest(),
+        "run_digest": digest, **stats,
         "selected_epoch": int(chosen["epoch"]), "test_error": chosen["test_error"],
         "val_error": None if math.isnan(chosen["val_error"]) else chosen["val_error"],
         "final_train_error": history.rows[-1]["train_error"],

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from common.config import RunConfig, merge, resolve
+from common.data import SPLITS, save_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,17 +73,9 @@ def write_prepared(path: Path, shape: tuple[int, int, int], n_train: int, n_test
     """A data file in the format `common.data.prepare` writes."""
     train_images, train_labels = structured_images(n_train, shape, 10, seed=1)
     test_images, test_labels = structured_images(n_test, shape, 10, seed=2)
-    torch.save(
-        {
-            "name": "fashion_mnist",
-            "num_classes": 10,
-            "train_images": train_images,
-            "train_labels": train_labels,
-            "test_images": test_images,
-            "test_labels": test_labels,
-        },
-        path,
-    )
+    tensors = (train_images, train_labels, test_images, test_labels)
+    splits = dict(zip(SPLITS, tensors, strict=True))
+    save_prepared({"name": "fashion_mnist", "num_classes": 10, **splits}, path)
     return path
 
 

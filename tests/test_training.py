@@ -13,14 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from common.config import ConfigError, OptimConfig, ScheduleConfig
+from common.config import ConfigError, OptimConfig, ScheduleConfig, build_model
 from common.metrics import count_params
 from common.training import (
     HISTORY_FIELDS,
     Classifier,
     History,
     MultiStep,
-    build_model,
     fit,
     resolve_precision,
     select_epoch,
@@ -196,7 +195,7 @@ def test_fit_writes_history_and_metrics(full_run, make_config):
     assert metrics["final_train_error"] == pytest.approx(rows[1]["train_error"], abs=1e-3)
     assert metrics["train_time_s"] == pytest.approx(sum(r["train_time_s"] for r in rows), 1e-4)
     assert metrics["time_per_epoch_s"] == pytest.approx(metrics["train_time_s"] / 2)
-    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["config.digest", "last.ckpt"]
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["last.ckpt"]
 
 
 def test_checkpoint_loads_with_weights_only(full_run):
@@ -205,7 +204,7 @@ def test_checkpoint_loads_with_weights_only(full_run):
     assert ckpt["global_step"] == metrics["steps"]
     assert len(ckpt["callbacks"]["History"]["rows"]) == 2
     assert ckpt["warming_up"] is False
-    assert (out / "ckpt" / "config.digest").read_text() == metrics["config_digest"]
+    assert ckpt["run_digest"] == metrics["run_digest"]  # which run may resume from it
 
 
 def test_same_seed_same_results(full_run, tmp_path, prepared_file, make_config):
@@ -261,7 +260,8 @@ def test_changed_config_discards_the_checkpoint(full_run, tmp_path, prepared_fil
     # Trained afresh under the new LR, not resumed from the finished run.
     assert [r["lr"] for r in rows] == pytest.approx([0.02, 0.002])
     assert metrics["steps"] == 10 and metrics["config_digest"] == config.digest()
-    assert (out / "ckpt" / "config.digest").read_text() == config.digest()
+    ckpt = torch.load(out / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["run_digest"] == metrics["run_digest"] != full_run[1]["run_digest"]
 
 
 @pytest.mark.parametrize(
