@@ -59,6 +59,32 @@ CIFAR_MD5: dict[str, dict[str, str]] = {
     name: dict(source.train_list + source.test_list) for name, source in _CIFAR_SOURCES.items()
 }
 
+# md5s an IDX file may have, by dataset and file name: torchvision's published md5 of each .gz
+# file, and for Fashion-MNIST the md5 of each file's IDX content (decompressed), measured on
+# Debian's dataset-fashion-mnist package, whose .gz files are recompressed (other .gz md5s) but
+# hold the same IDX bytes; uncompressed files are checked by that. A file without any known md5
+# (MNIST uncompressed) is checked for structure only.
+_IDX_CONTENT_MD5 = {
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    }
+}
+
+
+def _idx_md5s(name: str) -> dict[str, set[str]]:
+    """filename -> md5s of the file or of its IDX content that `_read_idx` accepts."""
+    content = _IDX_CONTENT_MD5.get(name, {})
+    known = {stem: {md5} for stem, md5 in content.items()}
+    for filename, md5 in _IDX_SOURCES[name].resources:
+        known[filename] = {md5, *known.get(filename.removesuffix(".gz"), ())}
+    return known
+
+
+IDX_MD5: dict[str, dict[str, set[str]]] = {name: _idx_md5s(name) for name in _IDX_SOURCES}
+
 # What a failed download raises: URLError/HTTPError are OSErrors, a bad md5 is a RuntimeError.
 _DOWNLOAD_ERRORS = (OSError, RuntimeError, tarfile.TarError)
 
@@ -143,11 +169,18 @@ _IDX_UBYTE = 0x08
 
 
 def _read_idx(name: str, path: Path, ndim: int) -> np.ndarray:
-    """The `ndim`-d uint8 array stored in IDX file `path` (gzip-compressed if it ends in .gz)."""
+    """The `ndim`-d uint8 array stored in IDX file `path` (gzip-compressed if it ends in .gz),
+    whose file or content md5 must be one `IDX_MD5` knows for its name, where it knows any."""
     try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
     except (OSError, EOFError, zlib.error) as e:
         raise _fail(name, path, f"cannot read: {e}") from None
+    known = IDX_MD5.get(name, {}).get(path.name, set())
+    md5s = {hashlib.md5(raw).hexdigest(), hashlib.md5(data).hexdigest()}
+    if known and not known & md5s:
+        expected = " or ".join(sorted(known))
+        raise _fail(name, path, f"md5 is {hashlib.md5(raw).hexdigest()}, expected {expected}")
     header = 4 + 4 * ndim
     if len(data) < header or data[:4] != bytes((0, 0, _IDX_UBYTE, ndim)):
         raise _fail(name, path, f"not an IDX file of {ndim}-d unsigned bytes")

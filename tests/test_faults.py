@@ -6,6 +6,7 @@ copied into each test's folder, so only the tests that must train afresh train.
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import yaml
 
 from common import train, training
 from common.data import load_prepared, save_prepared
-from common.datasets import DataError
+from common.datasets import DataError, read_split
 from common.io import atomic_write_json
 from common.training import fit, run_digest
 from tests.conftest import REPO
@@ -187,3 +188,19 @@ def test_every_paper_stage_prints_its_table_on_every_repro():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     papers = {name: stage for name, stage in stages.items() if name.startswith("papers/")}
     assert papers and all(stage.get("always_changed") for stage in papers.values())
+
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's Fashion-MNIST absent")
+def test_flipped_byte_in_uncompressed_raw_idx_file_is_detected(tmp_path):
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        content = gzip.decompress((DEBIAN_FASHION_MNIST / f"{stem}.gz").read_bytes())
+        (tmp_path / stem).write_bytes(content)
+    assert read_split("fashion_mnist", tmp_path, train=False)[1].shape == (10000,)
+    labels = tmp_path / "t10k-labels-idx1-ubyte"
+    blob = labels.read_bytes()
+    labels.write_bytes(blob[:100] + bytes([blob[100] ^ 0x01]) + blob[101:])  # still a valid label
+    with pytest.raises(DataError, match=r"^fashion_mnist: .*t10k-labels-idx1-ubyte: md5 is "):
+        read_split("fashion_mnist", tmp_path, train=False)
