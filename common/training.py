@@ -8,6 +8,7 @@ ResNet-110's warm-up, per-epoch train/val/test error, and resumption from the la
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import math
 import os
@@ -242,7 +243,8 @@ def _resume_from(last: Path, digest: str) -> Path | None:
         written_by = torch.load(last, map_location="cpu", weights_only=True).get("run_digest")
     except Exception as err:  # truncated, corrupt or not a checkpoint: any loader error
         aside = last.with_name(f"{last.name}.unreadable")
-        last.replace(aside)
+        with contextlib.suppress(FileNotFoundError):  # under DDP, another rank moved it first
+            last.replace(aside)
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
         print(f"warning: {last} cannot be loaded ({reason}); moved to {aside.name}; starts afresh")
         return None
