@@ -8,9 +8,9 @@ from benchmarks.throughput import main
 def test_throughput_benchmark_reports_all_pipelines(capsys) -> None:
     assert main(["--steps", "2", "--warmup", "1", "--images", "512", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
-    for pipeline in ("ours", "bare PyTorch loop", "peer", "data pipeline alone"):
+    for pipeline in ("ours", "bare PyTorch loop", "peer", "data pipeline alone", "tight"):
         assert pipeline in out
-    assert "met?" in out
+    assert "met?" in out and "G multiply-adds/s = " in out
 
 
 def test_slow_class_flag_limits_to_avx2_and_fp32(capfd, monkeypatch) -> None:
