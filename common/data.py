@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.config import ConfigError, DataConfig, choice
 from common.datasets import DATASETS, DataError, read_split
-from common.io import atomic_torch_save
+from common.io import atomic_torch_save, short_error
 
 SPLITS = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -58,8 +58,7 @@ def load_prepared(path: Path) -> dict:
     try:
         data = torch.load(path, weights_only=True)
     except Exception as err:  # truncated, corrupt, or a pickle weights_only refuses
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:160]
-        raise DataError(f"data: {path} cannot be loaded ({reason}); {rerun}") from None
+        raise DataError(f"data: {path} cannot be loaded ({short_error(err)}); {rerun}") from None
     missing = [k for k in (*SPLITS, "sha256") if not isinstance(data, dict) or k not in data]
     if missing:
         raise DataError(f"data: {path} lacks {', '.join(missing)}; {rerun}")

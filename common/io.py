@@ -17,6 +17,13 @@ from typing import Any
 import torch
 
 
+def short_error(err: BaseException) -> str:
+    """An exception as a short one-line reason: its type and the first sentence of its message
+    (torch's loader errors run to paragraphs of advice that would break the one-line rule)."""
+    lines = str(err).strip().splitlines() or [""]
+    return f"{type(err).__name__}: {lines[0].split('. ')[0]}"[:160]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists

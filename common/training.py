@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from common.config import OptimConfig, RunConfig, ScheduleConfig, build_model
 from common.console import console_callbacks, silence_noise, watched
 from common.data import ImageDataModule
-from common.io import atomic_write_json, atomic_write_text
+from common.io import atomic_write_json, atomic_write_text, short_error
 from common.metrics import count_macs, count_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,7 +245,7 @@ def _resume_from(last: Path, digest: str) -> Path | None:
         aside = last.with_name(f"{last.name}.unreadable")
         with contextlib.suppress(FileNotFoundError):  # under DDP, another rank moved it first
             last.replace(aside)
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        reason = short_error(err)
         print(f"warning: {last} cannot be loaded ({reason}); moved to {aside.name}; starts afresh")
         return None
     return last if written_by == digest else None
