@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +131,13 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         choice("trainer.accelerator", self.accelerator, ACCELERATORS)
-        if self.devices not in ("auto", -1):
-            number("trainer.devices", self.devices, minimum=1, integer=True)
+        # Lightning's forms: a count, -1 or "auto" (all), or GPU ids as a string ("0,1").
+        d = self.devices
+        count = isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1)
+        if not (count or d == "auto" or (isinstance(d, str) and re.fullmatch(r"\d+(,\d+)*", d))):
+            raise ConfigError(
+                f"trainer.devices: {d!r} must be a count >= 1, -1 or 'auto' (all), or ids '0,1'"
+            )
         number("trainer.num_nodes", self.num_nodes, minimum=1, integer=True)
         choice("trainer.precision", self.precision, PRECISIONS)
 
@@ -219,7 +225,7 @@ def build_model(spec: dict[str, Any], in_channels: int, num_classes: int) -> Any
     for key, value in kwargs.items():
         kind = hints.get(key)
         if kind in (int, float, bool, str) and not _is_a(value, kind):
-            raise ConfigError(f"model.{key}: {value!r} is not a {kind.__name__}")
+            raise ConfigError(f"model.{key}: {value!r} is not of type {kind.__name__}")
     try:
         return cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
