@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,12 +201,16 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def _section(cls: type, values: dict[str, Any] | None, name: str) -> Any:
-    """Build a config dataclass, naming an unknown field and the allowed ones."""
+    """Build a config dataclass, naming an unknown field and the allowed ones, or a value not of
+    the field's type; the dataclass then checks ranges and choices."""
     values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name}: {values!r} must be a mapping of settings")
     allowed = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in allowed:
             raise ConfigError(f"{name}.{key}: unknown field (allowed: {', '.join(allowed)})")
+    _check_types(cls.__init__, values, name)
     return cls(**values)
 
 
@@ -221,15 +226,25 @@ def build_model(spec: dict[str, Any], in_channels: int, num_classes: int) -> Any
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as err:
         raise ConfigError(f"model.class_path: cannot import {spec['class_path']!r}") from err
-    hints = typing.get_type_hints(cls.__init__)
-    for key, value in kwargs.items():
-        kind = hints.get(key)
-        if kind in (int, float, bool, str) and not _is_a(value, kind):
-            raise ConfigError(f"model.{key}: {value!r} is not of type {kind.__name__}")
+    _check_types(cls.__init__, kwargs, "model")
     try:
         return cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
         raise ConfigError(f"model: {err}") from err
+
+
+def _check_types(function: Any, values: dict[str, Any], name: str) -> None:
+    """ConfigError naming the first argument whose value is not of its annotated type (bool, int,
+    float, str, None and their unions; other annotations are left to the callee)."""
+    hints = typing.get_type_hints(function)
+    for key, value in values.items():
+        hint = hints.get(key)
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if all(k in (int, float, bool, str, type(None)) for k in kinds) and not any(
+            _is_a(value, k) for k in kinds
+        ):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise ConfigError(f"{name}.{key}: {value!r} is not of type {names}")
 
 
 def _is_a(value: Any, kind: type) -> bool:
