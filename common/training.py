@@ -149,7 +149,8 @@ class Classifier(L.LightningModule):
 class History(Callback):
     """One row per epoch (errors, losses, LR, training wall time) written to `history.csv`.
 
-    Its rows travel in the checkpoint, so a resumed run keeps the curve of the epochs before.
+    Its rows travel in the checkpoint, so a resumed run keeps the curve of the epochs before, and
+    a finished run whose `history.csv` DVC removed writes it again from its last checkpoint.
     Training time excludes evaluation: it is what stochastic depth's Table 2 compares.
     """
 
