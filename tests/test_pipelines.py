@@ -114,6 +114,7 @@ def test_repro_writes_key_table_then_runs_nothing(repo: Path, repros: dict, pape
     for result in again:
         assert result.returncode == 0, result.stderr[-2000:]
         assert f"Running stage 'papers/{paper}/dvc.yaml:" not in result.stdout, result.stdout
+    assert "| Verdict |" in again[0].stdout  # the key table again, nothing trained
 
 
 def _assert_console_says_which_run_and_no_noise(
