@@ -1,0 +1,116 @@
+"""Where a paper's claim applies: stated in `params.yaml` before any result, checked on the runs.
+
+A claim is tested only in the regime where the paper makes it: a regulariser needs a baseline that
+overfits, "deeper is better" needs converged nets. The criterion is written down first and judged
+on every finished run of the active profile, never chosen after the outcome:
+
+    regime:
+      claim: stochastic depth regularises deep nets trained to (near) zero training error
+      criteria:                  # each must hold on every seed of its arms
+        - {check: overfits, arms: [constant], max_train_error: 5, min_gap: 10}
+        - {check: converged, arms: [plain20, resnet20], last_epochs: 3, tolerance: 1}
+
+- `overfits`: final training error ≤ `max_train_error` (%) and test error − final training error
+  ≥ `min_gap` (points);
+- `converged`: over the last `last_epochs` epochs, all at the final learning rate (after the last
+  drop), the training error moves by ≤ `tolerance` points (max − min).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from common.config import ConfigError, choice, number
+from common.results import Run
+
+CHECKS = {
+    "overfits": ("max_train_error", "min_gap"),
+    "converged": ("last_epochs", "tolerance"),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One criterion judged on the runs: its statement, whether it holds, what was observed."""
+
+    text: str
+    holds: bool
+    observed: str
+
+
+def check_regime(params: dict[str, Any]) -> None:
+    """ConfigError naming the field unless `regime` (optional) is a claim plus valid criteria."""
+    regime = params.get("regime")
+    if regime is None:
+        return
+    if not isinstance(regime, dict) or not isinstance(regime.get("claim"), str):
+        raise ConfigError("regime: must be a mapping with `claim` (text) and `criteria` (a list)")
+    criteria = regime.get("criteria")
+    if not isinstance(criteria, list) or not criteria:
+        raise ConfigError("regime.criteria: must be a non-empty list of checks")
+    for i, criterion in enumerate(criteria):
+        where = f"regime.criteria[{i}]"
+        if not isinstance(criterion, dict):
+            raise ConfigError(f"{where}: must be a mapping with `check` and `arms`")
+        check = choice(f"{where}.check", criterion.get("check"), CHECKS)
+        allowed = {"check", "arms", *CHECKS[check]}
+        unknown = sorted(set(criterion) - allowed)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
+        arms = criterion.get("arms")
+        if not isinstance(arms, list) or not arms:
+            raise ConfigError(f"{where}.arms: {arms!r} must be a non-empty list of arms")
+        for arm in arms:
+            choice(f"{where}.arms", arm, params.get("networks", {}))
+        for key in CHECKS[check]:
+            number(f"{where}.{key}", criterion.get(key), minimum=1 if key == "last_epochs" else 0,
+                   integer=key == "last_epochs")  # fmt: skip
+
+
+def _overfits(criterion: dict[str, Any], runs: list[Run]) -> Finding:
+    most, gap = criterion["max_train_error"], criterion["min_gap"]
+    train = [r.metrics["final_train_error"] for r in runs]
+    gaps = [r.metrics["test_error"] - t for r, t in zip(runs, train, strict=True)]
+    holds = all(t <= most for t in train) and all(g >= gap for g in gaps)
+    text = f"final training error ≤ {most:g}% and test − training error ≥ {gap:g} points"
+    observed = f"training error {_list(train)}%, gap {_list(gaps)} points"
+    return Finding(text, holds, observed)
+
+
+def _converged(criterion: dict[str, Any], runs: list[Run]) -> Finding:
+    k, tolerance = criterion["last_epochs"], criterion["tolerance"]
+    moves, at_final_lr = [], True
+    for run in runs:
+        errors, lrs = run.history["train_error"][-k:], run.history["lr"][-k:]
+        moves.append(max(errors) - min(errors))
+        at_final_lr &= len(errors) == k and len(set(lrs)) == 1
+    holds = at_final_lr and all(m <= tolerance for m in moves)
+    text = f"training error moves ≤ {tolerance:g} points over the last {k} epochs at the final LR"
+    observed = f"moves {_list(moves)} points" + ("" if at_final_lr else "; window spans an LR drop")
+    return Finding(text, holds, observed)
+
+
+def _list(values: list[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
+def evaluate(regime: dict[str, Any] | None, runs: list[Run]) -> list[Finding]:
+    """Each criterion judged per arm and data set on its finished runs (all seeds); [] without a
+    regime."""
+    findings = []
+    datasets = sorted({r.dataset for r in runs if r.finished})
+    for criterion in (regime or {}).get("criteria", []):
+        judge = {"overfits": _overfits, "converged": _converged}[criterion["check"]]
+        for arm, dataset in ((a, d) for a in criterion["arms"] for d in datasets or ["—"]):
+            chosen = [r for r in runs if (r.arm, r.dataset) == (arm, dataset) and r.finished]
+            if not chosen:
+                findings.append(
+                    Finding(f"{arm} on {dataset}: {criterion['check']}", False, "not run")
+                )
+                continue
+            finding = judge(criterion, chosen)
+            seeds = ",".join(str(r.seed) for r in chosen)
+            text = f"{arm} on {dataset} ({criterion['check']}, seeds {seeds}): {finding.text}"
+            findings.append(Finding(text, finding.holds, finding.observed))
+    return findings
