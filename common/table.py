@@ -7,6 +7,8 @@
 - `{model: {class_path, ...}, stat: params | macs, input_shape, scale}`: counted on the network.
 `dataset: "*"` repeats the row for every data set the active profile ran.
 A published value is a number, or `direction: higher | lower` where the paper gives only a figure.
+The verdict follows VERDICT_RULE, printed under every table with the paper's regime criterion
+(common/regime.py): rows measured outside the regime where the claim applies are inconclusive.
 """
 
 from __future__ import annotations
@@ -22,9 +24,31 @@ import yaml
 from common.config import ConfigError, build_model, check_matrix, load_params
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
+from common.regime import Finding, check_regime, evaluate
+from common.results import load_runs as load_run_dirs
 
-VERDICTS = ("reproduced", "direction reproduced", "not reproduced", "not run in this profile")
-NOT_RUN = VERDICTS[3]
+VERDICTS = (
+    "reproduced", "direction reproduced", "not reproduced", "inconclusive",
+    "not run in this profile",
+)  # fmt: skip
+INCONCLUSIVE, NOT_RUN = VERDICTS[3], VERDICTS[4]
+MIN_SEEDS = 3  # an effect is a comparison of means: judged on at least this many seeds
+VERDICT_RULE = (
+    "reproduced: within the row's tolerance of the published number (our statistic of the seeds "
+    "is the paper's: best, median or mean of N); direction reproduced: an effect (a difference, a "
+    f"saving, or a direction read off a figure) whose mean over >= {MIN_SEEDS} seeds has the "
+    "paper's sign and exceeds the seeds' standard deviation; inconclusive: an effect on fewer "
+    f"than {MIN_SEEDS} seeds, or any trained row when the regime criterion does not hold; "
+    "otherwise not reproduced."
+)
+
+
+def _active(metrics: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether a finished run belongs to the active profile's arms × data sets × seeds."""
+    return (
+        metrics["profile"] == params.get("profile", "default") and metrics["arm"] in params["arms"]
+        and metrics["dataset"] in params["datasets"] and metrics["seed"] in params["seeds"]
+    )  # fmt: skip
 
 
 def load_runs(runs_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -33,11 +57,7 @@ def load_runs(runs_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
     Runs left over from another profile or seed list stay on disk but out of the table.
     """
     runs = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/metrics.json"))]
-    return [
-        r for r in runs
-        if r["profile"] == params.get("profile", "default") and r["arm"] in params["arms"]
-        and r["dataset"] in params["datasets"] and r["seed"] in params["seeds"]
-    ]  # fmt: skip
+    return [r for r in runs if _active(r, params)]
 
 
 def _seeds(runs: list[dict], arm: str, dataset: str, metric: str) -> dict[int, float]:
@@ -79,7 +99,8 @@ def _how(runs: list[dict], dataset: str, arms: list[str]) -> str:
 
 
 def _verdict(row: dict[str, Any], summary: dict[str, float]) -> str:
-    """Reproduced within tolerance; for effects, the sign beyond seed noise; else not."""
+    """VERDICT_RULE: reproduced within tolerance; for effects on enough seeds, the sign beyond
+    the seeds' spread; else not."""
     mean, std = summary["mean"], summary["std"]
     if "published" in row:
         published = row["published"]
@@ -90,6 +111,8 @@ def _verdict(row: dict[str, Any], summary: dict[str, float]) -> str:
         sign = 1 if published > 0 else -1
     else:
         is_effect, sign = True, 1 if row["direction"] == "higher" else -1
+    if is_effect and summary["n"] < MIN_SEEDS:
+        return INCONCLUSIVE
     if is_effect and mean * sign > 0 and abs(mean) > std:
         return VERDICTS[1]
     return VERDICTS[2]
@@ -108,8 +131,11 @@ def _row_datasets(ours: dict[str, Any], runs: list[dict]) -> list[str]:
     return sorted({r["dataset"] for r in runs}) or ["*"]
 
 
-def build_rows(published: dict[str, Any], runs: list[dict]) -> list[dict[str, Any]]:
-    """The table's rows, each with published, ours, how ours was obtained, and the verdict."""
+def build_rows(
+    published: dict[str, Any], runs: list[dict], in_regime: bool = True
+) -> list[dict[str, Any]]:
+    """The table's rows, each with published, ours, how ours was obtained, and the verdict;
+    trained rows are inconclusive when the runs are outside the paper's regime."""
     rows = []
     for row in published["rows"]:
         ours = row["ours"]
@@ -129,7 +155,8 @@ def build_rows(published: dict[str, Any], runs: list[dict]) -> list[dict[str, An
             summary = summarize(list(values.values()), stat)
             arms = [ours["arm"]] if "arm" in ours else ours.get("difference", ours.get("saving"))
             how = _how(runs, dataset, arms)
-            rows.append(_entry(row, dataset, summary, how, _verdict(row, summary)))
+            verdict = _verdict(row, summary) if in_regime else INCONCLUSIVE
+            rows.append(_entry(row, dataset, summary, how, verdict))
     return rows
 
 
@@ -156,7 +183,17 @@ def _ours_text(entry: dict[str, Any]) -> str:
     return text
 
 
-def to_markdown(title: str, rows: list[dict[str, Any]]) -> str:
+def _regime_text(regime: dict[str, Any]) -> list[str]:
+    holds = "holds" if regime["holds"] else "does not hold: trained rows are inconclusive"
+    lines = ["", f"Regime (stated in params.yaml before the runs): {regime['claim']} — {holds}."]
+    for f in regime["findings"]:
+        lines.append(f"- {f['text']}: {'yes' if f['holds'] else 'no'} ({f['observed']})")
+    return lines
+
+
+def to_markdown(
+    title: str, rows: list[dict[str, Any]], regime: dict[str, Any] | None = None
+) -> str:
     lines = [
         f"# {title}",
         "",
@@ -168,7 +205,22 @@ def to_markdown(title: str, rows: list[dict[str, Any]]) -> str:
             f"| {r['name']} | {r['published']} | {_ours_text(r)} | {r['how'] or '—'} "
             f"| {r['verdict']} |"
         )
+    if regime is not None:
+        lines += _regime_text(regime)
+    lines += ["", f"Verdict rule: {VERDICT_RULE}"]
     return "\n".join(lines) + "\n"
+
+
+def judge_regime(paper_dir: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The paper's regime criterion judged on its finished runs of the active profile."""
+    if params.get("regime") is None:
+        return None
+    runs = [r for r in load_run_dirs(paper_dir, finished_only=True) if _active(r.metrics, params)]
+    findings: list[Finding] = evaluate(params["regime"], runs)
+    return {
+        "claim": params["regime"]["claim"], "holds": all(f.holds for f in findings),
+        "findings": [vars(f) for f in findings],
+    }  # fmt: skip
 
 
 def write_table(paper_dir: Path, runs_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
@@ -179,9 +231,14 @@ def write_table(paper_dir: Path, runs_dir: Path, out_dir: Path) -> list[dict[str
     published = yaml.safe_load(published_file.read_text())
     params = load_params(Path(paper_dir) / "params.yaml")
     check_matrix(params)
-    rows = build_rows(published, load_runs(runs_dir, params))
-    atomic_write_json(Path(out_dir) / "table.json", {"title": published["title"], "rows": rows})
-    atomic_write_text(Path(out_dir) / "table.md", to_markdown(published["title"], rows))
+    check_regime(params)
+    regime = judge_regime(paper_dir, params)
+    in_regime = regime is None or regime["holds"]
+    rows = build_rows(published, load_runs(runs_dir, params), in_regime)
+    title = published["title"]
+    table = {"title": title, "rows": rows, "regime": regime, "verdict_rule": VERDICT_RULE}
+    atomic_write_json(Path(out_dir) / "table.json", table)
+    atomic_write_text(Path(out_dir) / "table.md", to_markdown(title, rows, regime))
     return rows
 
 

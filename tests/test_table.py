@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from common.config import ConfigError
-from common.table import NOT_RUN, build_rows, load_runs, main, to_markdown, write_table
+from common.table import (
+    NOT_RUN,
+    VERDICT_RULE,
+    build_rows,
+    load_runs,
+    main,
+    to_markdown,
+    write_table,
+)
 
 PARAMS = {
     "profile": "default", "arms": ["a", "b"], "datasets": ["cifar10", "svhn"], "seeds": [0, 1],
@@ -88,9 +96,10 @@ def test_best_of_n_statistic():
     ("diffs", "verdict"),
     [
         ((-0.9, -1.2), "reproduced"),  # within tolerance of −1
-        ((-3.0, -3.2), "direction reproduced"),  # same sign, beyond seed noise
-        ((2.0, 2.2), "not reproduced"),  # opposite sign
-        ((-2.0, 1.0), "not reproduced"),  # mean −0.5 within its std 2.1: noise
+        ((-3.0, -3.2, -2.8), "direction reproduced"),  # same sign, beyond seed noise
+        ((2.0, 2.2, 2.1), "not reproduced"),  # opposite sign
+        ((-2.0, 1.0, -0.5), "not reproduced"),  # mean −0.5 within its std 1.5: noise
+        ((-3.0, -3.2), "inconclusive"),  # a clear sign, but 2 seeds say little of the spread
     ],
 )
 def test_difference_row_verdicts(diffs, verdict):
@@ -102,10 +111,11 @@ def test_difference_row_verdicts(diffs, verdict):
 @pytest.mark.parametrize(
     ("direction", "diffs", "verdict"),
     [
-        ("higher", (1.0, 1.4), "direction reproduced"),
-        ("higher", (-1.0, -1.4), "not reproduced"),
-        ("lower", (-1.0, -1.4), "direction reproduced"),
-        ("lower", (-1.0, 1.4), "not reproduced"),
+        ("higher", (1.0, 1.4, 1.2), "direction reproduced"),
+        ("higher", (-1.0, -1.4, -1.2), "not reproduced"),
+        ("lower", (-1.0, -1.4, -1.2), "direction reproduced"),
+        ("lower", (-1.0, 1.4, 0.2), "not reproduced"),
+        ("lower", (-1.0,), "inconclusive"),
     ],
 )
 def test_direction_row_verdicts(direction, diffs, verdict):
@@ -137,7 +147,7 @@ def test_saving_row():
     runs[2]["train_time_s"] = 90.0  # seed 1 now saves −12.5%
     entry = only_row(row, runs)
     assert entry["ours"]["mean"] == pytest.approx((25.0 - 12.5) / 2)
-    assert entry["verdict"] == "not reproduced"
+    assert entry["verdict"] == "inconclusive"  # off the published 25%, and 2 seeds judge no effect
 
 
 def test_missing_runs_are_not_run_in_this_profile():
@@ -209,13 +219,16 @@ def test_load_runs_keeps_only_the_active_profile_arms_datasets_and_seeds(tmp_pat
     assert load_runs(tmp_path / "runs", {**PARAMS, "profile": "paper"})[0]["seed"] == 1
 
 
-def _paper_dir(root: Path) -> Path:
+def _paper_dir(root: Path, regime: dict[str, Any] | None = None) -> Path:
     paper = root / "paper"
     paper.mkdir()
     published = {"title": "Tiny paper — Table 1", "rows": [value_row(), _params_row(0.27)]}
     (paper / "published.yaml").write_text(yaml.safe_dump(published, allow_unicode=True))
-    (paper / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    _write_runs(paper / "runs", [run("a", 0, test_error=6.1), run("a", 1, test_error=6.3)])
+    networks = {"networks": {"a": {}, "b": {}}, "regime": regime} if regime else {}
+    (paper / "params.yaml").write_text(yaml.safe_dump({**PARAMS, **networks}))
+    finished = {"final_train_error": 2.0}
+    _write_runs(paper / "runs", [run("a", 0, test_error=6.1, **finished),
+                                 run("a", 1, test_error=6.3, **finished)])  # fmt: skip
     _write_runs(paper / "runs", [{**run("a", 2, test_error=50.0), "profile": "paper"}])
     return paper
 
@@ -224,7 +237,9 @@ def test_write_table_writes_json_and_markdown(tmp_path):
     paper = _paper_dir(tmp_path)
     rows = write_table(paper, paper / "runs", tmp_path / "results")
     table = json.loads((tmp_path / "results" / "table.json").read_text())
-    assert table == {"title": "Tiny paper — Table 1", "rows": rows}
+    assert table == {
+        "title": "Tiny paper — Table 1", "rows": rows, "regime": None, "verdict_rule": VERDICT_RULE,
+    }  # fmt: skip
     assert [r["verdict"] for r in rows] == ["reproduced", "reproduced"]
     assert rows[0]["ours"]["n"] == 2  # the paper-profile run stayed out
     markdown = (tmp_path / "results" / "table.md").read_text()
@@ -238,6 +253,30 @@ def test_write_table_writes_json_and_markdown(tmp_path):
         "test error at lowest val epoch | reproduced |"
     )
     assert lines[5].startswith("| ResNet-20 parameters | 0.27M (Table 6) | 0.2697M | counted")
+    assert lines[-1] == f"Verdict rule: {VERDICT_RULE}"
+
+
+def _regime(min_gap: float) -> dict[str, Any]:
+    criterion = {"check": "overfits", "arms": ["a"], "max_train_error": 5, "min_gap": min_gap}
+    return {"claim": "a overfits", "criteria": [criterion]}
+
+
+@pytest.mark.parametrize(("min_gap", "verdict"), [(1.0, "reproduced"), (9.0, "inconclusive")])
+def test_regime_is_judged_printed_and_decides_trained_rows(tmp_path, min_gap, verdict):
+    paper = _paper_dir(tmp_path, regime=_regime(min_gap))
+    for seed in (0, 1):  # the regime reads each run's history: training error per epoch
+        (paper / "runs" / f"a-cifar10-s{seed}-default" / "history.csv").write_text(
+            "epoch,lr,train_error\n1,0.1,20\n2,0.1,2\n"
+        )
+    rows = write_table(paper, paper / "runs", tmp_path / "results")
+    assert [r["verdict"] for r in rows] == [verdict, "reproduced"]  # counted rows need no regime
+    table = json.loads((tmp_path / "results" / "table.json").read_text())
+    assert table["regime"]["holds"] is (verdict == "reproduced")
+    [finding] = table["regime"]["findings"]
+    assert "gap 4.1/4.3 points" in finding["observed"]  # test error 6.1/6.3 − training error 2
+    markdown = (tmp_path / "results" / "table.md").read_text()
+    assert "Regime (stated in params.yaml before the runs): a overfits" in markdown
+    assert f"- {finding['text']}: {'yes' if finding['holds'] else 'no'} (" in markdown
 
 
 def test_write_table_without_published_file(tmp_path):
