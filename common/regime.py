@@ -10,6 +10,7 @@ on every finished run of the active profile, never chosen after the outcome:
         - {check: overfits, arms: [constant], max_train_error: 5, min_gap: 10}
         - {check: converged, arms: [plain20, resnet20], last_epochs: 3, tolerance: 1}
 
+- `trained`: final training error ≤ `max_train_error` (%): a network trained to a low error;
 - `overfits`: final training error ≤ `max_train_error` (%) and test error − final training error
   ≥ `min_gap` (points);
 - `converged`: over the last `last_epochs` epochs, all at the final learning rate (after the last
@@ -25,6 +26,7 @@ from common.config import ConfigError, choice, number
 from common.results import Run
 
 CHECKS = {
+    "trained": ("max_train_error",),
     "overfits": ("max_train_error", "min_gap"),
     "converged": ("last_epochs", "tolerance"),
 }
@@ -68,6 +70,13 @@ def check_regime(params: dict[str, Any]) -> None:
                    integer=key == "last_epochs")  # fmt: skip
 
 
+def _trained(criterion: dict[str, Any], runs: list[Run]) -> Finding:
+    most = criterion["max_train_error"]
+    train = [r.metrics["final_train_error"] for r in runs]
+    text = f"final training error ≤ {most:g}%"
+    return Finding(text, all(t <= most for t in train), f"training error {_list(train)}%")
+
+
 def _overfits(criterion: dict[str, Any], runs: list[Run]) -> Finding:
     most, gap = criterion["max_train_error"], criterion["min_gap"]
     train = [r.metrics["final_train_error"] for r in runs]
@@ -95,13 +104,16 @@ def _list(values: list[float]) -> str:
     return "/".join(f"{v:.1f}" for v in values)
 
 
+JUDGES = {"trained": _trained, "overfits": _overfits, "converged": _converged}
+
+
 def evaluate(regime: dict[str, Any] | None, runs: list[Run]) -> list[Finding]:
     """Each criterion judged per arm and data set on its finished runs (all seeds); [] without a
     regime."""
     findings = []
     datasets = sorted({r.dataset for r in runs if r.finished})
     for criterion in (regime or {}).get("criteria", []):
-        judge = {"overfits": _overfits, "converged": _converged}[criterion["check"]]
+        judge = JUDGES[criterion["check"]]
         for arm, dataset in ((a, d) for a in criterion["arms"] for d in datasets or ["—"]):
             chosen = [r for r in runs if (r.arm, r.dataset) == (arm, dataset) and r.finished]
             if not chosen:

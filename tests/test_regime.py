@@ -32,6 +32,15 @@ def test_overfitting_baseline_holds_on_every_seed() -> None:
     assert "gap 14.0/14.0/14.0" in finding.observed
 
 
+def test_trained_bounds_the_final_training_error() -> None:
+    trained = {"check": "trained", "arms": ["constant"], "max_train_error": 20}
+    runs = [_run("constant", 0, [60, 15.0], [0.1] * 2, 30.0)]
+    assert evaluate(_regime(**trained), runs)[0].holds
+    runs.append(_run("constant", 1, [60, 25.0], [0.1] * 2, 30.0))
+    [finding] = evaluate(_regime(**trained), runs)
+    assert not finding.holds and finding.observed == "training error 15.0/25.0%"
+
+
 def test_one_seed_outside_the_regime_fails_it() -> None:
     runs = [_run("constant", 0, [30, 1.0], [0.1, 0.1], 15.0),
             _run("constant", 1, [30, 8.0], [0.1, 0.1], 15.0)]  # fmt: skip
