@@ -1,0 +1,258 @@
+"""Neural ODEs' measurements beside training: Table 1's memory column and Fig. 3.
+
+`python -m papers.node.analysis memory ...`: peak training memory (one forward + backward step)
+against L = residual blocks (ResNet) or fixed-grid RK4 steps (RK-Net, adjoint ODE-Net; NFE = 4L),
+L in a series such as 1, 2, 4, 8: O(L) for ResNet and RK-Net, O(1) for the adjoint ODE-Net. The
+feature layers are measured alone, on their 6x6 input: in the whole network the backward pass
+through the 26x26 downsampling sets a peak of its own that hides them at small L.
+Each arm's series is measured in a fresh process, each point as the rise of its peak resident
+set (Linux VmHWM, reset before the step) over its resident set before the step, glibc told to map
+every buffer of 64 KiB or more on its own, so a freed tensor's pages leave the process and a new
+one's are counted.
+
+`python -m papers.node.analysis fig3 ...`: on each trained ODE-Net, at every tolerance of a list,
+(a) test error, (b) forward wall time against forward NFE, (c) backward NFE against forward NFE
+(one training step per batch, adjoint). Fig. 3 (d), NFE over training, is the runs' history.
+
+Both write one JSON per (arm, dataset, seed) in the schema of a run's metrics.json (paper,
+profile, arm, dataset, seed, then the measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.config import ConfigError, build_model, load_params, number, resolve
+from common.datasets import DATASETS, DataError
+from common.io import atomic_write_json
+from common.results import run_name
+from papers.node.model import ODENet, ResNet, RKNet
+
+MEMORY_ARMS = ("resnet", "rk_net", "ode_net")
+MiB = 2**20
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_mib(step: Callable[[], Any]) -> float:
+    """MiB that the process's resident set rises by at the peak of `step()` (Linux only; start
+    the process with MALLOC_MMAP_THRESHOLD_ set, as `memory_point` does)."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _status_kib("VmRSS")
+    step()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def feature_layers(arm: str, length: int, channels: int) -> nn.Module:
+    """The part of the network that Table 1's memory column is about, at L = `length`: the
+    residual blocks, or the ODE block (the downsampling and the head add a constant)."""
+    if arm == "resnet":
+        return ResNet(channels, blocks=length).features
+    solver = {"method": "rk4", "steps": length}
+    return (RKNet if arm == "rk_net" else ODENet)(channels, **solver).features
+
+
+def training_step_mib(arm: str, length: int, channels: int, batch_size: int) -> float:
+    """Peak memory of one forward + backward step of the feature layers on their 6x6 input,
+    kernels and gradients warmed up first."""
+    torch.manual_seed(0)
+    layers = feature_layers(arm, length, channels)
+
+    def step(n: int) -> None:
+        h = torch.randn(n, channels, 6, 6, requires_grad=True)
+        layers(h).square().mean().backward()
+
+    step(2)  # first-call allocations (kernels, .grad buffers) are not activations
+    return peak_mib(lambda: step(batch_size))
+
+
+def memory_series(arm: str, series: list[int], channels: int, batch_size: int) -> list[float]:
+    """`training_step_mib` at every L of `series`, in a fresh process started so that it can
+    measure (one thread: the measurement, not the speed)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    args = ["probe", arm, str(channels), str(batch_size), *map(str, series)]
+    out = subprocess.run(
+        [sys.executable, "-m", "papers.node.analysis", *args],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [float(v) for v in out.stdout.split()]
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys on xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+
+
+def identity(params: dict[str, Any], arm: str, dataset: str, seed: int) -> dict[str, Any]:
+    return {
+        "paper": "node", "profile": params.get("profile", "default"), "arm": arm,
+        "dataset": dataset, "seed": seed,
+    }  # fmt: skip
+
+
+def analysis_settings(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """`analysis.<profile>.<name>` of the params, checked."""
+    profile = params.get("profile", "default")
+    settings = (params.get("analysis") or {}).get(profile, {}).get(name)
+    if not isinstance(settings, dict):
+        raise ConfigError(f"analysis.{profile}.{name}: missing (a mapping of settings)")
+    number(
+        f"analysis.{profile}.{name}.batch_size", settings.get("batch_size"), minimum=1, integer=True
+    )
+    return settings
+
+
+def run_memory(params: dict[str, Any], out_dir: Path) -> None:
+    settings = analysis_settings(params, "memory")
+    series = settings.get("series")
+    if not isinstance(series, list) or len(series) < 2:
+        raise ConfigError(f"analysis memory.series: {series!r} must list >= 2 values of L")
+    for length in series:
+        number("analysis memory.series", length, minimum=1, integer=True)
+    dataset = params["datasets"][0]
+    channels = resolve(params, paper="node", arm="ode_net", dataset=dataset, seed=0).model.get(
+        "channels", 64
+    )
+    for arm in MEMORY_ARMS:
+        mib = memory_series(arm, series, channels, settings["batch_size"])
+        result = {
+            **identity(params, arm, dataset, 0), "series": series, "memory_mib": mib,
+            "channels": channels, "batch_size": settings["batch_size"],
+            "memory_mib_per_l": slope(series, mib), "memory_ratio": mib[-1] / mib[0],
+        }  # fmt: skip
+        print(
+            f"{arm}: " + ", ".join(f"L={n} {m:.1f} MiB" for n, m in zip(series, mib, strict=True))
+        )
+        atomic_write_json(out_dir / f"{run_name(arm, dataset, 0)}.json", result)
+
+
+def _test_batches(config: Any, data_file: Path, size: int, batch_size: int) -> list[tuple]:
+    """The first `size` test images, normalised as the run's training set was."""
+    from common.data import ImageDataModule
+
+    data = ImageDataModule(data_file, config.data, batch_size)
+    data.setup()
+    images, labels = data.test_set.images[:size], data.test_set.labels[:size]
+    x = (images.float() / 255 - data.mean) / data.std
+    return list(zip(x.split(batch_size), labels.split(batch_size), strict=True))
+
+
+def tolerance_point(model: ODENet, batches: list[tuple], tol: float) -> dict[str, float]:
+    """Test error, forward NFE and wall time per batch, backward NFE per training step."""
+    model.block.rtol = model.block.atol = tol
+    errors, forward_s, nfe, step_nfe = 0, 0.0, [], []
+    model.eval()
+    for x, y in batches:
+        with torch.no_grad():
+            start = time.perf_counter()
+            errors += int((model(x).argmax(1) != y).sum())
+            forward_s += time.perf_counter() - start
+        nfe.append(model.metrics()["nfe_forward"])
+        F.cross_entropy(model(x), y).backward()  # eval mode: GroupNorm has no batch statistics
+        step_nfe.append(model.metrics())
+    model.zero_grad()
+    n = sum(len(y) for _, y in batches)
+    return {
+        "tolerance": tol, "test_error": 100 * errors / n,
+        "nfe_forward": statistics.fmean(nfe), "forward_s": forward_s / len(batches),
+        "nfe_backward": statistics.fmean(s["nfe_backward"] for s in step_nfe),
+    }  # fmt: skip
+
+
+def trained_network(config: Any, run_dir: Path) -> nn.Module:
+    """The run's network with its last checkpoint's weights (loaded with weights_only=True)."""
+    info = DATASETS[config.dataset]
+    model = build_model(config.model, info.shape[0], info.num_classes)
+    state = torch.load(run_dir / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    model.load_state_dict(weights)
+    return model
+
+
+def run_fig3(params: dict[str, Any], dataset: str, seed: int, data: Path, runs: Path, out: Path):
+    """Fig. 3 (a)-(c) on the trained ODE-Net of (dataset, seed)."""
+    settings = analysis_settings(params, "fig3")
+    tolerances = settings.get("tolerances")
+    if not isinstance(tolerances, list) or not tolerances:
+        raise ConfigError(f"analysis fig3.tolerances: {tolerances!r} must be a non-empty list")
+    for tol in tolerances:
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or tol <= 0:
+            raise ConfigError(f"analysis fig3.tolerances: {tol!r} must be a number > 0")
+    config = resolve(params, paper="node", arm="ode_net", dataset=dataset, seed=seed)
+    model = trained_network(config, runs / config.name)
+    batches = _test_batches(config, data, settings.get("test_size", 1000), settings["batch_size"])
+    points = [tolerance_point(model, batches, tol) for tol in tolerances]
+    series = {key: [p[key] for p in points] for key in points[0]}
+    trained = points[min(range(len(points)), key=lambda i: abs(tolerances[i] - 1e-3))]
+    result = {
+        **identity(params, "ode_net", dataset, seed), **series,
+        "test_images": sum(len(y) for _, y in batches),
+        "nfe_backward_over_forward": trained["nfe_backward"] / trained["nfe_forward"],
+        "seconds_per_nfe": slope(series["nfe_forward"], series["forward_s"]),
+    }  # fmt: skip
+    for p in points:
+        print(
+            f"ode_net {dataset} s{seed}, tol {p['tolerance']:g}: error {p['test_error']:.2f}%, "
+            f"NFE {p['nfe_forward']:.1f} forward / {p['nfe_backward']:.1f} backward, "
+            f"forward {1000 * p['forward_s']:.0f} ms a batch"
+        )
+    atomic_write_json(out, result)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Table 1's memory column (`memory`) or Fig. 3 on one trained ODE-Net (`fig3`)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    memory = commands.add_parser("memory", help="peak training memory against L")
+    fig3 = commands.add_parser("fig3", help="Fig. 3 (a)-(c) on a trained ODE-Net")
+    for command in (memory, fig3):
+        command.add_argument("--params", type=Path, required=True)
+        command.add_argument("--out", type=Path, required=True)
+    fig3.add_argument("--dataset", required=True)
+    fig3.add_argument("--seed", type=int, required=True)
+    fig3.add_argument("--data", type=Path, required=True, help="prepared data set (.pt)")
+    fig3.add_argument("--runs", type=Path, required=True, help="the runs directory")
+    probe = commands.add_parser("probe", help="(internal) one arm's memory series")
+    probe.add_argument("arm", choices=MEMORY_ARMS)
+    probe.add_argument("numbers", type=int, nargs="+", help="CHANNELS BATCH L...")
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        channels, batch, *series = args.numbers
+        for length in series:
+            print(training_step_mib(args.arm, length, channels, batch), flush=True)
+        return
+    try:
+        params = load_params(args.params)
+        torch.set_num_threads(1)  # wall times comparable on a shared machine
+        if args.command == "memory":
+            run_memory(params, args.out)
+        else:
+            run_fig3(params, args.dataset, args.seed, args.data, args.runs, args.out)
+    except (ConfigError, DataError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
