@@ -51,6 +51,9 @@ class DataConfig:
     val_size: int = 5000  # 0: train on the whole training set (ResNet's final CIFAR models)
     train_size: int | None = None  # a subset of the remaining training images; None = all
     test_size: int | None = None  # a subset of the test set; None = all (smoke runs only)
+    # Test images evaluated every epoch for the curves; None = all. With a subset, the reported
+    # test error is one pass over the whole test set with the selected epoch's weights.
+    test_curve_size: int | None = None
     split_seed: int = 0  # the same validation split for every seed
     pad: int = 4  # translation by up to `pad` pixels: pad, then random crop
     padding_mode: str = "zeros"
@@ -63,7 +66,7 @@ class DataConfig:
         number("data.val_size", self.val_size, minimum=0, integer=True)
         number("data.split_seed", self.split_seed, minimum=0, integer=True)
         number("data.pad", self.pad, minimum=0, integer=True)
-        for name in ("train_size", "test_size"):
+        for name in ("train_size", "test_size", "test_curve_size"):
             if getattr(self, name) is not None:
                 number(f"data.{name}", getattr(self, name), minimum=1, integer=True)
 

@@ -141,8 +141,10 @@ class ImageDataModule(L.LightningDataModule):
         train_idx = train_idx[: self.config.train_size]
         self.train_set = TensorBatches(images[train_idx], labels[train_idx])
         self.val_set = TensorBatches(images[val_idx], labels[val_idx])
-        test_n = self.config.test_size
-        self.test_set = TensorBatches(data["test_images"][:test_n], data["test_labels"][:test_n])
+        test_n, curve_n = self.config.test_size, self.config.test_curve_size
+        test = (data["test_images"][:test_n], data["test_labels"][:test_n])
+        self.test_set = TensorBatches(*test)
+        self.test_curve_set = TensorBatches(*(t[:curve_n] for t in test))
         self.mean, self.std = self._normalization(self.train_set.images)
 
     def _normalization(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,9 +167,13 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        # Test error is logged every epoch beside validation error: the papers plot test curves,
-        # and "test error at the epoch of lowest validation error" needs both.
-        return [self._loader(getattr(self, f"{split}_set"), False) for split in self.eval_splits]
+        # Test error is logged every epoch beside validation error: the papers plot test curves
+        # (on `test_curve_size` images when set, the whole test set once at the end).
+        sets = {"val": self.val_set, "test": self.test_curve_set}
+        return [self._loader(sets[split], False) for split in self.eval_splits]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False)
 
     @property
     def eval_splits(self) -> tuple[str, ...]:

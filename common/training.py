@@ -96,6 +96,10 @@ class Classifier(L.LightningModule):
     ):
         self._step(batch, self.trainer.datamodule.eval_splits[dataloader_idx])
 
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        # The whole test set, once, with the selected epoch's weights (data.test_curve_size).
+        self._step(batch, "selected_test")
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.warming_up:
             self._set_lr([self.schedule.warmup_lr] * len(self.optimizers().param_groups))
@@ -267,6 +271,24 @@ def _last_checkpoint(ckpt_dir: Path) -> ModelCheckpoint:
     )  # fmt: skip
 
 
+def _best_checkpoint(ckpt_dir: Path) -> ModelCheckpoint:
+    # The weights of the lowest validation error, the earliest on ties as in `select_epoch`
+    # (Lightning replaces the best only on a strictly lower value).
+    return ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val_error", mode="min", save_top_k=1,
+        enable_version_counter=False,
+    )  # fmt: skip
+
+
+def _selected_test_error(
+    trainer: L.Trainer, module: Classifier, data: ImageDataModule, best: ModelCheckpoint | None
+) -> float:
+    """Test error of the selected epoch's weights on the whole test set, in one pass."""
+    ckpt = best.best_model_path if best is not None else None
+    [result] = trainer.test(module, data, ckpt_path=ckpt, weights_only=True, verbose=False)
+    return result["selected_test_error"]
+
+
 def _logger(config: RunConfig) -> Any:
     mode = config.wandb.get("mode", "offline")
     if mode == "disabled":
@@ -308,6 +330,9 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
     t = config.trainer
     precision = resolve_precision(t.precision, t.accelerator)
     logger = _logger(config)
+    # With a per-epoch test curve on a subset, the reported error needs the selected weights.
+    test_once = config.data.test_curve_size is not None
+    best = _best_checkpoint(out / "ckpt") if test_once and config.select != "last" else None
     trainer = L.Trainer(
         max_epochs=config.schedule.epochs, max_steps=config.schedule.max_steps,
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
@@ -315,7 +340,8 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
         deterministic=deterministic_mode(t.accelerator),
         callbacks=[
-            history, _last_checkpoint(out / "ckpt"), *console_callbacks(lambda: history.rows[-1])
+            history, _last_checkpoint(out / "ckpt"), *([best] if best else []),
+            *console_callbacks(lambda: history.rows[-1]),
         ],
         enable_progress_bar=watched(), logger=logger, enable_model_summary=False,
         default_root_dir=out, log_every_n_steps=1,
@@ -323,6 +349,7 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
     device = trainer.strategy.root_device
     print(f"{len(data.train_set)} training images, {precision} on {device}", flush=True)
     trainer.fit(module, data, ckpt_path=resume, weights_only=True)
+    test_error = _selected_test_error(trainer, module, data, best) if test_once else None
     if not trainer.is_global_zero:
         return {}
     # A finished run resumed after DVC removed its outputs trains nothing: its rows come from the
@@ -335,7 +362,9 @@ def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
         "select": config.select, "epochs": len(history.rows), "steps": trainer.global_step,
         "train_images": len(data.train_set), "config_digest": config.digest(),
         "run_digest": digest, **stats,
-        "selected_epoch": int(chosen["epoch"]), "test_error": chosen["test_error"],
+        "selected_epoch": int(chosen["epoch"]),
+        "test_error": chosen["test_error"] if test_error is None else test_error,
+        "test_images": len(data.test_set), "test_curve_images": len(data.test_curve_set),
         "val_error": None if math.isnan(chosen["val_error"]) else chosen["val_error"],
         "final_train_error": history.rows[-1]["train_error"],
         "final_test_error": history.rows[-1]["test_error"],

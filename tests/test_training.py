@@ -286,6 +286,24 @@ def test_lowest_val_selection_in_fit(tmp_path, prepared_file, make_config):
     assert metrics["final_test_error"] == pytest.approx(rows[-1]["test_error"], abs=1e-3)
 
 
+@pytest.mark.parametrize("select", ["lowest_val", "last"])
+def test_test_curve_subset_reports_the_selected_weights_on_the_whole_test_set(
+    tmp_path, prepared_file, make_config, select
+):
+    """A per-epoch test curve on 50 of 200 images changes no reported number: the selected
+    epoch's weights are tested once on all 200, as the whole-set curve measures them."""
+    whole = fit(make_config(select=select), prepared_file, tmp_path / "whole")
+    curve = fit(
+        make_config(select=select, data={"test_curve_size": 50}), prepared_file, tmp_path / "curve"
+    )
+    assert (curve["test_images"], curve["test_curve_images"]) == (200, 50)
+    assert curve["selected_epoch"] == whole["selected_epoch"]
+    assert curve["test_error"] == pytest.approx(whole["test_error"], abs=1e-3)
+    rows = read_history(tmp_path / "curve")
+    assert all(round(r["test_error"] * 50 / 100, 3).is_integer() for r in rows)  # 50 images
+    assert (tmp_path / "curve" / "ckpt" / "best.ckpt").exists() is (select == "lowest_val")
+
+
 def test_max_steps_mid_epoch_still_evaluates_the_final_model(tmp_path, prepared_file, make_config):
     metrics = fit(make_config(schedule={"epochs": 3, "max_steps": 7}), prepared_file, tmp_path)
     rows = read_history(tmp_path)
