@@ -89,14 +89,17 @@ def _overfits(criterion: dict[str, Any], runs: list[Run]) -> Finding:
 
 def _converged(criterion: dict[str, Any], runs: list[Run]) -> Finding:
     k, tolerance = criterion["last_epochs"], criterion["tolerance"]
-    moves, at_final_lr = [], True
+    moves, long_enough, at_final_lr = [], True, True
     for run in runs:
         errors, lrs = run.history["train_error"][-k:], run.history["lr"][-k:]
         moves.append(max(errors) - min(errors))
-        at_final_lr &= len(errors) == k and len(set(lrs)) == 1
-    holds = at_final_lr and all(m <= tolerance for m in moves)
+        long_enough &= len(errors) == k
+        at_final_lr &= len(set(lrs)) == 1
+    holds = long_enough and at_final_lr and all(m <= tolerance for m in moves)
     text = f"training error moves ≤ {tolerance:g} points over the last {k} epochs at the final LR"
-    observed = f"moves {_list(moves)} points" + ("" if at_final_lr else "; window spans an LR drop")
+    observed = f"moves {_list(moves)} points"
+    observed += "" if long_enough else f"; fewer than {k} epochs"
+    observed += "" if at_final_lr else "; the window spans an LR drop"
     return Finding(text, holds, observed)
 
 

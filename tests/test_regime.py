@@ -57,7 +57,10 @@ def test_converged_needs_a_plateau_at_the_final_lr() -> None:
     assert not evaluate(_regime(**CONVERGED), [falling])[0].holds
     across_drop = _run("constant", 0, [40, 5.0, 4.9, 4.8], [0.1, 0.1, 0.01, 0.01], 10.0)
     finding = evaluate(_regime(**CONVERGED), [across_drop])[0]
-    assert not finding.holds and "spans an LR drop" in finding.observed
+    assert not finding.holds and finding.observed.endswith("; the window spans an LR drop")
+    short = _run("constant", 0, [40, 4.8], [0.01, 0.01], 10.0)
+    finding = evaluate(_regime(**CONVERGED), [short])[0]
+    assert not finding.holds and finding.observed.endswith("; fewer than 3 epochs")
 
 
 def test_unfinished_or_missing_arm_does_not_hold() -> None:
