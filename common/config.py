@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from common.datasets import DATASETS
+from common.results import run_name
 
 
 class ConfigError(ValueError):
@@ -180,10 +181,22 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        return f"{self.arm}-{self.dataset}-s{self.seed}"
+        return run_name(self.arm, self.dataset, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The RunConfig `to_dict` wrote (a run's config.json), validated again; other keys of
+        `d` (e.g. the data's input_shape) are ignored."""
+        sections = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+                    "trainer": TrainerConfig}  # fmt: skip
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        for key, section in sections.items():
+            values[key] = _section(section, values.get(key), key)
+        return cls(**values)
 
     def digest(self) -> str:
         """Hash of what determines the result (not where it is logged)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import json
 import math
 import os
 import statistics
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor, nn
 
-from common.config import OptimConfig, RunConfig, ScheduleConfig, build_model
+from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig, build_model
 from common.console import console_callbacks, silence_noise, watched
 from common.data import ImageDataModule
 from common.io import atomic_write_json, atomic_write_text, short_error
@@ -315,16 +316,34 @@ def select_epoch(rows: list[dict[str, float]], select: str) -> dict[str, float]:
     return min(rows, key=lambda r: (r["val_error"], r["epoch"]))
 
 
+def load_network(run_dir: Path) -> tuple[nn.Module, RunConfig]:
+    """The trained network of a run directory, in eval mode, and the run's configuration: rebuilt
+    from its `config.json`, with the last checkpoint's weights (loaded with weights_only=True)."""
+    run_dir = Path(run_dir)
+    files = run_dir / "config.json", run_dir / "ckpt" / "last.ckpt"
+    if not all(f.is_file() for f in files):
+        raise ConfigError(f"run: {run_dir} lacks config.json or ckpt/last.ckpt (train it first)")
+    saved = json.loads(files[0].read_text())
+    config = RunConfig.from_dict(saved)
+    network = build_model(config.model, saved["input_shape"][0], saved["num_classes"])
+    state = torch.load(files[1], map_location="cpu", weights_only=True)["state_dict"]
+    network.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return network.eval(), config
+
+
 def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
-    """Train one run, writing `history.csv`, `metrics.json` and checkpoints under `out`."""
+    """Train one run, writing `config.json` first, then `history.csv`, `metrics.json` and
+    checkpoints under `out`."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = ImageDataModule(data_file, config.data, config.optim.batch_size)
     data.setup()
     model = build_model(config.model, data.image_shape[0], data.num_classes)
     stats = {"params": count_params(model), "macs": count_macs(model, (1, *data.image_shape))}
     digest = run_digest(config, data.content_hash)
-    module = Classifier(model, config.optim, config.schedule, config.trainer.channels_last, digest)
     out = Path(out)
+    shape = {"input_shape": list(data.image_shape), "num_classes": data.num_classes}
+    atomic_write_json(out / "config.json", {**config.to_dict(), **shape})  # load_network's input
+    module = Classifier(model, config.optim, config.schedule, config.trainer.channels_last, digest)
     resume = _resume_from(out / "ckpt" / "last.ckpt", digest)
     history = History(out / "history.csv")
     t = config.trainer

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.regime import check_regime
+
 REPO = Path(__file__).resolve().parents[1]
 PAPERS = sorted(p.name for p in (REPO / "papers").iterdir() if (p / "__init__.py").is_file())
 
@@ -22,8 +24,10 @@ def test_paper_folder_is_complete(paper: str) -> None:
     for name in ("dvc.yaml", "params.yaml", "published.yaml", "README.md"):
         assert (folder / name).is_file(), f"papers/{paper}/{name} is missing"
     assert (REPO / "notebooks" / f"{paper}.ipynb").is_file(), f"notebooks/{paper}.ipynb missing"
-    profiles = yaml.safe_load((folder / "params.yaml").read_text())["profiles"]
-    assert {"default", "smoke", "paper"} <= set(profiles), f"papers/{paper}/params.yaml profiles"
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    assert {"default", "smoke", "paper"} <= set(params["profiles"]), f"papers/{paper} profiles"
+    check_regime(params)  # where the claim applies, stated before the runs (common/regime.py)
+    assert params.get("regime"), f"papers/{paper}/params.yaml states no regime"
     root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     stage = root.get(f"papers/{paper}")
     assert stage, f"dvc.yaml has no stage papers/{paper} (so `dvc repro papers/{paper}` fails)"

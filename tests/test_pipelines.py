@@ -184,6 +184,8 @@ class Dummy(nn.Module):
 DUMMY_PARAMS = {
     "profile": "smoke", "datasets": ["fashion_mnist"], "seeds": [0], "arms": ["narrow", "wide"],
     "networks": {"narrow": {"model": {"width": 8}}, "wide": {"model": {"width": 64}}},
+    "regime": {"claim": "nets that train at all", "criteria": [
+        {"check": "trained", "arms": ["narrow", "wide"], "max_train_error": 100}]},
     "profiles": {
         name: {
             "model": {"class_path": "papers.dummy.model.Dummy"},

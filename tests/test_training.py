@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from common.config import ConfigError, OptimConfig, ScheduleConfig, build_model
+from common.data import ImageDataModule
 from common.metrics import count_params
 from common.training import (
     HISTORY_FIELDS,
@@ -21,6 +22,7 @@ from common.training import (
     History,
     MultiStep,
     fit,
+    load_network,
     resolve_precision,
     select_epoch,
 )
@@ -196,6 +198,23 @@ def test_fit_writes_history_and_metrics(full_run, make_config):
     assert metrics["train_time_s"] == pytest.approx(sum(r["train_time_s"] for r in rows), 1e-4)
     assert metrics["time_per_epoch_s"] == pytest.approx(metrics["train_time_s"] / 2)
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["last.ckpt"]
+
+
+def test_load_network_rebuilds_the_trained_network(full_run, prepared_file, make_config):
+    """config.json + the last checkpoint give back the network that scored the final test error."""
+    out, metrics = full_run
+    network, config = load_network(out)
+    assert config == make_config() and not network.training
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["input_shape"], saved["num_classes"]) == ([1, 12, 12], 10)
+    data = ImageDataModule(prepared_file, config.data, batch_size=50)
+    data.setup()
+    images, labels = data.on_after_batch_transfer(data.test_set[range(len(data.test_set))], 0)
+    with torch.no_grad():
+        error = (network(images).argmax(1) != labels).float().mean().item() * 100
+    assert error == pytest.approx(metrics["final_test_error"], abs=1e-3)
+    with pytest.raises(ConfigError, match=r"^run: .* lacks config.json"):
+        load_network(out.parent / "never_trained")
 
 
 def test_checkpoint_loads_with_weights_only(full_run):

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import ConfigError, build_model, load_params, number, resolve
-from common.datasets import DATASETS, DataError
+from common.config import ConfigError, load_params, number, resolve
+from common.datasets import DataError
 from common.io import atomic_write_json
 from common.results import run_name
 from papers.node.model import ODENet, ResNet, RKNet
@@ -181,16 +181,6 @@ def tolerance_point(model: ODENet, batches: list[tuple], tol: float) -> dict[str
     }  # fmt: skip
 
 
-def trained_network(config: Any, run_dir: Path) -> nn.Module:
-    """The run's network with its last checkpoint's weights (loaded with weights_only=True)."""
-    info = DATASETS[config.dataset]
-    model = build_model(config.model, info.shape[0], info.num_classes)
-    state = torch.load(run_dir / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
-    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    model.load_state_dict(weights)
-    return model
-
-
 def run_fig3(params: dict[str, Any], dataset: str, seed: int, data: Path, runs: Path, out: Path):
     """Fig. 3 (a)-(c) on the trained ODE-Net of (dataset, seed)."""
     settings = analysis_settings(params, "fig3")
@@ -201,7 +191,9 @@ def run_fig3(params: dict[str, Any], dataset: str, seed: int, data: Path, runs: 
         if isinstance(tol, bool) or not isinstance(tol, int | float) or tol <= 0:
             raise ConfigError(f"analysis fig3.tolerances: {tol!r} must be a number > 0")
     config = resolve(params, paper="node", arm="ode_net", dataset=dataset, seed=seed)
-    model = trained_network(config, runs / config.name)
+    from common.training import load_network  # Lightning: not in the memory probe's processes
+
+    model, _ = load_network(runs / config.name)
     batches = _test_batches(config, data, settings.get("test_size", 1000), settings["batch_size"])
     points = [tolerance_point(model, batches, tol) for tol in tolerances]
     series = {key: [p[key] for p in points] for key in points[0]}
