@@ -6,6 +6,10 @@
 - `{metric, saving: [a, b], dataset}`: per seed, 100 · (1 − metric(a) / metric(b)) in %;
 - `{model: {class_path, ...}, stat: params | macs, input_shape, scale}`: counted on the network.
 `dataset: "*"` repeats the row for every data set the active profile ran.
+A run's metrics are its `metrics.json` plus the scalar metrics of every analysis of it: any JSON
+under the paper's `runs/` or `results/` keyed like metrics.json (paper, profile, arm, dataset,
+seed), e.g. lesions evaluated on its checkpoint. `results_from: [papers/<other>]` in params.yaml
+adds another paper's runs (a paper that analyses networks its parent paper trained).
 A published value is a number, or `direction: higher | lower` where the paper gives only a figure.
 The verdict follows VERDICT_RULE, printed under every table with the paper's regime criterion
 (common/regime.py): rows measured outside the regime where the claim applies are inconclusive.
@@ -51,13 +55,32 @@ def _active(metrics: dict[str, Any], params: dict[str, Any]) -> bool:
     )  # fmt: skip
 
 
-def load_runs(runs_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The finished runs (only they have metrics.json) of the active profile's arms × data × seeds.
+def _identity(record: dict[str, Any]) -> tuple | None:
+    keys = ("paper", "profile", "arm", "dataset", "seed")
+    return tuple(record[k] for k in keys) if all(k in record for k in keys) else None
+
+
+def load_runs(paper_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished runs (only they have metrics.json) of the active profile's arms × data × seeds,
+    with their analyses' scalar metrics (never replacing a training metric).
 
     Runs left over from another profile or seed list stay on disk but out of the table.
     """
-    runs = [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/metrics.json"))]
-    return [r for r in runs if _active(r, params)]
+    dirs = [Path(paper_dir), *map(Path, params.get("results_from", []))]
+    runs = {}
+    for d in dirs:
+        for path in sorted(d.glob("runs/*/metrics.json")):
+            record = json.loads(path.read_text())
+            runs[_identity(record)] = record
+    for path in sorted(
+        p for d in dirs for f in ("runs", "results") for p in (d / f).rglob("*.json")
+    ):
+        record = json.loads(path.read_text())
+        run = runs.get(_identity(record)) if isinstance(record, dict) else None
+        if run is not None and record is not run:
+            scalars = {k: v for k, v in record.items() if isinstance(v, int | float | str)}
+            run.update({k: v for k, v in scalars.items() if k not in run})
+    return [r for r in runs.values() if _active(r, params)]
 
 
 def _seeds(runs: list[dict], arm: str, dataset: str, metric: str) -> dict[int, float]:
@@ -223,7 +246,7 @@ def judge_regime(paper_dir: Path, params: dict[str, Any]) -> dict[str, Any] | No
     }  # fmt: skip
 
 
-def write_table(paper_dir: Path, runs_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
+def write_table(paper_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     """Build the key table from `published.yaml` and the finished runs; write JSON + Markdown."""
     published_file = Path(paper_dir) / "published.yaml"
     if not published_file.is_file():
@@ -232,9 +255,13 @@ def write_table(paper_dir: Path, runs_dir: Path, out_dir: Path) -> list[dict[str
     params = load_params(Path(paper_dir) / "params.yaml")
     check_matrix(params)
     check_regime(params)
+    others = params.get("results_from", [])
+    for other in others if isinstance(others, list) else [others]:
+        if not isinstance(other, str) or not (Path(other) / "published.yaml").is_file():
+            raise ConfigError(f"results_from: {other!r} is not a paper folder (papers/<name>)")
     regime = judge_regime(paper_dir, params)
     in_regime = regime is None or regime["holds"]
-    rows = build_rows(published, load_runs(runs_dir, params), in_regime)
+    rows = build_rows(published, load_runs(paper_dir, params), in_regime)
     title = published["title"]
     table = {"title": title, "rows": rows, "regime": regime, "verdict_rule": VERDICT_RULE}
     atomic_write_json(Path(out_dir) / "table.json", table)
@@ -251,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     results = args.paper_dir / "results"
     try:
         if args.command == "build":
-            write_table(args.paper_dir, args.paper_dir / "runs", results)
+            write_table(args.paper_dir, results)
         elif not (results / "table.md").is_file():
             raise ConfigError(f"paper: no table in {results}; run `dvc repro {args.paper_dir}`")
         print((results / "table.md").read_text(), end="")

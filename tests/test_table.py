@@ -212,11 +212,31 @@ def test_load_runs_keeps_only_the_active_profile_arms_datasets_and_seeds(tmp_pat
     ]
     _write_runs(tmp_path / "runs", keep + drop)
     (tmp_path / "runs" / "unfinished").mkdir()  # no metrics.json yet
-    loaded = load_runs(tmp_path / "runs", PARAMS)
+    loaded = load_runs(tmp_path, PARAMS)
     assert sorted((r["arm"], r["dataset"], r["seed"]) for r in loaded) == [
         ("a", "cifar10", 0), ("b", "svhn", 1),
     ]  # fmt: skip
-    assert load_runs(tmp_path / "runs", {**PARAMS, "profile": "paper"})[0]["seed"] == 1
+    assert load_runs(tmp_path, {**PARAMS, "profile": "paper"})[0]["seed"] == 1
+
+
+def test_load_runs_adds_each_runs_analyses_and_other_papers_runs(tmp_path):
+    _write_runs(tmp_path / "runs", [run("a", 0, test_error=6.0)])
+    analysis = {**run("a", 0), "max_error_change": 1.5, "test_error": 99.0, "series": [1, 2]}
+    (tmp_path / "runs" / "a-cifar10-s0-default" / "analyses").mkdir()
+    (tmp_path / "runs" / "a-cifar10-s0-default" / "analyses" / "lesion.json").write_text(
+        json.dumps(analysis)
+    )
+    (tmp_path / "results" / "memory").mkdir(parents=True)
+    memory = {**run("a", 0), "memory_mib_per_l": 1.1}
+    (tmp_path / "results" / "memory" / "a.json").write_text(json.dumps(memory))
+    orphan = {**run("a", 1), "memory_mib_per_l": 9.0}  # seed 1 never finished training
+    (tmp_path / "results" / "memory" / "orphan.json").write_text(json.dumps(orphan))
+    _write_runs(tmp_path / "parent" / "runs", [run("b", 0, test_error=7.0)])
+    [a] = load_runs(tmp_path, PARAMS)
+    assert (a["test_error"], a["max_error_change"], a["memory_mib_per_l"]) == (6.0, 1.5, 1.1)
+    assert "series" not in a  # figures' series stay in their files; rows take scalars
+    both = load_runs(tmp_path, {**PARAMS, "results_from": [str(tmp_path / "parent")]})
+    assert sorted((r["arm"], r["test_error"]) for r in both) == [("a", 6.0), ("b", 7.0)]
 
 
 def _paper_dir(root: Path, regime: dict[str, Any] | None = None) -> Path:
@@ -235,7 +255,7 @@ def _paper_dir(root: Path, regime: dict[str, Any] | None = None) -> Path:
 
 def test_write_table_writes_json_and_markdown(tmp_path):
     paper = _paper_dir(tmp_path)
-    rows = write_table(paper, paper / "runs", tmp_path / "results")
+    rows = write_table(paper, tmp_path / "results")
     table = json.loads((tmp_path / "results" / "table.json").read_text())
     assert table == {
         "title": "Tiny paper — Table 1", "rows": rows, "regime": None, "verdict_rule": VERDICT_RULE,
@@ -268,7 +288,7 @@ def test_regime_is_judged_printed_and_decides_trained_rows(tmp_path, min_gap, ve
         (paper / "runs" / f"a-cifar10-s{seed}-default" / "history.csv").write_text(
             "epoch,lr,train_error\n1,0.1,20\n2,0.1,2\n"
         )
-    rows = write_table(paper, paper / "runs", tmp_path / "results")
+    rows = write_table(paper, tmp_path / "results")
     assert [r["verdict"] for r in rows] == [verdict, "reproduced"]  # counted rows need no regime
     table = json.loads((tmp_path / "results" / "table.json").read_text())
     assert table["regime"]["holds"] is (verdict == "reproduced")
@@ -281,7 +301,7 @@ def test_regime_is_judged_printed_and_decides_trained_rows(tmp_path, min_gap, ve
 
 def test_write_table_without_published_file(tmp_path):
     with pytest.raises(ConfigError, match=r"^paper: .*published\.yaml does not exist"):
-        write_table(tmp_path, tmp_path / "runs", tmp_path / "results")
+        write_table(tmp_path, tmp_path / "results")
 
 
 def test_table_main_build_then_show(tmp_path, capsys):
