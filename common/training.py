@@ -67,6 +67,7 @@ class Classifier(L.LightningModule):
         self.model = model.to(memory_format=self.memory_format)
         self.optim, self.schedule = optim, schedule
         self.warming_up = schedule.warmup_lr is not None
+        self.model_metric_names: set[str] = set()  # `<split>_<name>` of the model's own metrics
         # Warm-up ends on the training error of the last 20 mini-batches, not of one noisy batch.
         self.recent_errors: deque[float] = deque(maxlen=20)
 
@@ -83,6 +84,20 @@ class Classifier(L.LightningModule):
         self.log(f"{split}_error", error, add_dataloader_idx=False, **log)
         return loss, error
 
+    def on_fit_start(self) -> None:
+        report = getattr(self.model, "metrics", None)
+        if callable(report):
+            report()  # forgets what was counted before training (e.g. counting multiply-adds)
+
+    def _log_model_metrics(self, split: str, on_step: bool) -> None:
+        """A model's own quantities since its last report (e.g. an ODE block's function
+        evaluations, `model.metrics()`), logged as `<split>_<name>` per epoch (and step)."""
+        report = getattr(self.model, "metrics", None)
+        log = dict(on_step=on_step, on_epoch=True, sync_dist=True, batch_size=1)  # mean of steps
+        for name, value in (report() if callable(report) else {}).items():
+            self.model_metric_names.add(f"{split}_{name}")
+            self.log(f"{split}_{name}", float(value), add_dataloader_idx=False, **log)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, error = self._step(batch, "train")
         if self.warming_up:
@@ -95,7 +110,9 @@ class Classifier(L.LightningModule):
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
     ):
-        self._step(batch, self.trainer.datamodule.eval_splits[dataloader_idx])
+        split = self.trainer.datamodule.eval_splits[dataloader_idx]
+        self._step(batch, split)
+        self._log_model_metrics(split, on_step=False)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         # The whole test set, once, with the selected epoch's weights (data.test_curve_size).
@@ -106,6 +123,7 @@ class Classifier(L.LightningModule):
             self._set_lr([self.schedule.warmup_lr] * len(self.optimizers().param_groups))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._log_model_metrics("train", on_step=True)  # after backward: both passes counted
         # Lightning skips validation when max_steps ends an epoch early, which left the previous
         # epoch's val/test errors in the last history row; a requested stop validates first.
         if 0 <= self.schedule.max_steps <= self.trainer.global_step:
@@ -177,6 +195,8 @@ class History(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         row = {k: metrics.get(k, float("nan")) for k in HISTORY_FIELDS}
+        for name in sorted(getattr(module, "model_metric_names", ())):  # after the fixed columns
+            row[name] = metrics.get(f"{name}_epoch", metrics.get(name, float("nan")))
         train_time = self._train_time or time.perf_counter() - self._start
         row.update(epoch=trainer.current_epoch + 1, train_time_s=train_time)
         row["lr"] = self._lr
@@ -185,8 +205,9 @@ class History(Callback):
             self.write()
 
     def write(self) -> None:
-        lines = [",".join(HISTORY_FIELDS)]
-        lines += [",".join(f"{row[k]:.6g}" for k in HISTORY_FIELDS) for row in self.rows]
+        fields = list(self.rows[-1] if self.rows else HISTORY_FIELDS)
+        lines = [",".join(fields)]
+        lines += [",".join(f"{row.get(k, float('nan')):.6g}" for k in fields) for row in self.rows]
         atomic_write_text(self.path, "\n".join(lines) + "\n")
 
     def state_dict(self) -> dict[str, Any]:

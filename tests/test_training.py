@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from common.config import ConfigError, OptimConfig, ScheduleConfig, build_model
 from common.data import ImageDataModule
@@ -323,6 +323,34 @@ def test_test_curve_subset_reports_the_selected_weights_on_the_whole_test_set(
     assert (tmp_path / "curve" / "ckpt" / "best.ckpt").exists() is (select == "lowest_val")
 
 
+class CountingNet(nn.Module):
+    """A linear classifier that reports the images it has seen since its last report."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc, self.seen = nn.Linear(in_channels, num_classes), 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen += len(x)
+        return self.fc(x.mean((2, 3)))
+
+    def metrics(self) -> dict[str, float]:
+        seen, self.seen = self.seen, 0
+        return {"images": seen}
+
+
+def test_model_metrics_reach_the_history(tmp_path, prepared_file, make_config):
+    """model.metrics() after every training and evaluation step: columns after the fixed ones."""
+    model = {"class_path": "tests.test_training.CountingNet"}
+    fit(make_config("counting", model=model, data={"test_size": 150}), prepared_file, tmp_path)
+    with open(tmp_path / "history.csv", newline="") as f:
+        header = f.readline().strip().split(",")
+    assert header == [*HISTORY_FIELDS, "test_images", "train_images", "val_images"]
+    for row in read_history(tmp_path):  # per-step means: 5 batches of 100; 100; 100 and 50
+        assert (row["train_images"], row["val_images"]) == (100, 100)
+        assert row["test_images"] == pytest.approx(150 / 2)
+
+
 def test_max_steps_mid_epoch_still_evaluates_the_final_model(tmp_path, prepared_file, make_config):
     metrics = fit(make_config(schedule={"epochs": 3, "max_steps": 7}), prepared_file, tmp_path)
     rows = read_history(tmp_path)
@@ -349,7 +377,12 @@ def test_ddp_two_cpu_processes(tmp_path, params, prepared_file, write_params, ru
         "--seed", 0, "--data", prepared_file, "--out", out, cwd=tmp_path, timeout=280,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt", "history.csv", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ckpt",
+        "config.json",
+        "history.csv",
+        "metrics.json",
+    ]
     metrics = json.loads((out / "metrics.json").read_text())
     # 500 training images over 2 ranks at batch 50: 5 steps each (one process would take 10).
     assert (metrics["epochs"], metrics["steps"], metrics["train_images"]) == (1, 5, 500)
