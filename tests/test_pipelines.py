@@ -65,7 +65,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for paper in PAPERS:
         _edit_yaml(root / "papers" / paper / "params.yaml", _smoke)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    # setup.sh finds this .venv up to date (same pins) and installs nothing.
+    # The copy's setup.sh must find this .venv up to date (same pins) and install nothing: were
+    # it stale, it would reinstall the project editable from the copy, pointing the shared .venv
+    # at a temporary folder. So bring it up to date here, from the working tree, first.
+    if VENV.resolve() == (REPO / ".venv").resolve():
+        subprocess.run(["./setup.sh"], cwd=REPO, check=True, capture_output=True)
     (root / ".venv").symlink_to(VENV, target_is_directory=True)
     return root
 
