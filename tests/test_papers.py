@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ruamel.yaml import YAML
 
 from common.regime import check_regime
 
@@ -25,6 +26,8 @@ def test_paper_folder_is_complete(paper: str) -> None:
         assert (folder / name).is_file(), f"papers/{paper}/{name} is missing"
     assert (REPO / "notebooks" / f"{paper}.ipynb").is_file(), f"notebooks/{paper}.ipynb missing"
     params = yaml.safe_load((folder / "params.yaml").read_text())
+    for name in ("params.yaml", "dvc.yaml", "published.yaml"):
+        YAML().load((folder / name).read_text())  # as strict as DVC: a duplicate key fails here
     assert {"default", "smoke", "paper"} <= set(params["profiles"]), f"papers/{paper} profiles"
     check_regime(params)  # where the claim applies, stated before the runs (common/regime.py)
     assert params.get("regime"), f"papers/{paper}/params.yaml states no regime"
