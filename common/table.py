@@ -23,11 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from common.config import ConfigError, build_model, check_matrix, load_params
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
+from common.published import load_published
 from common.regime import Finding, check_regime, evaluate
 from common.results import load_runs as load_run_dirs
 
@@ -102,9 +101,7 @@ def _run_values(ours: dict[str, Any], runs: list[dict], dataset: str) -> dict[in
 
 def _model_stat(ours: dict[str, Any]) -> float:
     shape = ours["input_shape"]
-    spec = dict(ours["model"])
-    classes = spec.pop("num_classes", 1000 if shape[-1] >= 224 else 10)
-    model = build_model(spec, in_channels=shape[1], num_classes=classes)
+    model = build_model(ours["model"], in_channels=shape[1], num_classes=ours["num_classes"])
     value = count_params(model) if ours["stat"] == "params" else count_macs(model, shape)
     return value * ours.get("scale", 1.0)
 
@@ -248,10 +245,7 @@ def judge_regime(paper_dir: Path, params: dict[str, Any]) -> dict[str, Any] | No
 
 def write_table(paper_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     """Build the key table from `published.yaml` and the finished runs; write JSON + Markdown."""
-    published_file = Path(paper_dir) / "published.yaml"
-    if not published_file.is_file():
-        raise ConfigError(f"paper: {published_file} does not exist")
-    published = yaml.safe_load(published_file.read_text())
+    published = load_published(Path(paper_dir) / "published.yaml")  # validated
     params = load_params(Path(paper_dir) / "params.yaml")
     check_matrix(params)
     check_regime(params)
