@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from common.config import (
     resolve,
 )
 from common.datasets import DATASETS
+from tests.conftest import REPO
 
 
 def _resolve(params: dict[str, Any], **kwargs: Any) -> RunConfig:
@@ -199,3 +202,17 @@ def test_digest_changes_with_seed_and_arm(params):
     assert _resolve(params, seed=1).digest() != base
     params["networks"]["other"] = params["networks"]["tiny"]
     assert _resolve(params, arm="other").digest() != base
+
+
+def test_resolving_and_building_a_model_does_not_import_lightning() -> None:
+    """Configs resolve and networks build in a second: Lightning loads only to train."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from common.config import build_model, load_params, resolve; "
+        "params = load_params(Path('papers/resnet/params.yaml')); "
+        "resolve(params, paper='resnet', arm='resnet20', dataset='fashion_mnist', seed=0); "
+        "build_model({'class_path': 'papers.resnet.model.CifarResNet', 'depth': 20}, 3, 10); "
+        "assert 'lightning' not in sys.modules, 'lightning imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
