@@ -60,6 +60,11 @@ class DataConfig:
     padding_mode: str = "zeros"
     flip: bool = True
     normalize: str = "per_pixel_mean"
+    # A folder data set (ImageNet) streams from the ImageFolder directory `root` (train/, val/)
+    # through `workers` DataLoader processes, with the standard ImageNet augmentation instead of
+    # pad/flip/normalize; its val/ is the test set, so it has no validation split (val_size: 0).
+    root: str | None = None
+    workers: int = 4
 
     def __post_init__(self) -> None:
         choice("data.padding_mode", self.padding_mode, ("zeros", "reflect"))
@@ -67,6 +72,7 @@ class DataConfig:
         number("data.val_size", self.val_size, minimum=0, integer=True)
         number("data.split_seed", self.split_seed, minimum=0, integer=True)
         number("data.pad", self.pad, minimum=0, integer=True)
+        number("data.workers", self.workers, minimum=0, integer=True)
         for name in ("train_size", "test_size", "test_curve_size"):
             if getattr(self, name) is not None:
                 number(f"data.{name}", getattr(self, name), minimum=1, integer=True)
@@ -177,6 +183,11 @@ class RunConfig:
             raise ConfigError("model.class_path: missing (a `module.Class` path to the network)")
         choice("wandb.mode", self.wandb.get("mode", "offline"), WANDB_MODES)
         info = DATASETS[choice("dataset", self.dataset, DATASETS)]
+        if info.folder and self.data.val_size != 0:
+            raise ConfigError(
+                f"data.val_size: {self.data.val_size} must be 0 for {self.dataset} "
+                "(its val/ folder is the test set; there is no validation split)"
+            )
         build_model(self.model, info.shape[0], info.num_classes)  # its arguments, checked now
 
     @property
@@ -199,9 +210,11 @@ class RunConfig:
         return cls(**values)
 
     def digest(self) -> str:
-        """Hash of what determines the result (not where it is logged)."""
+        """Hash of what determines the result (not where it is logged, nor where a folder data
+        set lives: its listing's hash is part of the run digest)."""
         d = self.to_dict()
         d.pop("wandb")
+        d["data"].pop("root")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,7 +1,9 @@
 """Raw readers for the papers' image sets, returning whole splits as uint8 tensors.
 
 Each set is read from its original distribution files (IDX, CIFAR pickles, SVHN MATLAB files) and
-validated; missing files can be downloaded from the URLs and md5s torchvision lists.
+validated; missing files can be downloaded from the URLs and md5s torchvision lists. A `folder`
+set (ImageNet) is not read here: it streams from an ImageFolder directory the user points to
+(`data.root`, common/imagefolder.py); `check_root` tells whether that directory is usable.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class DataError(Exception):
 class DatasetInfo:
     name: str
     num_classes: int
-    shape: tuple[int, int, int]  # (C, H, W)
+    shape: tuple[int, int, int]  # (C, H, W); a folder set's training crop
+    folder: bool = False  # streamed from an ImageFolder directory (data.root), never prepared
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -44,8 +47,11 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("cifar10", 10, (3, 32, 32)),
         DatasetInfo("cifar100", 100, (3, 32, 32)),
         DatasetInfo("svhn", 10, (3, 32, 32)),
+        DatasetInfo("imagenet", 1000, (3, 224, 224), folder=True),
     )
 }
+
+FOLDER_LAYOUT = "a directory with train/ and val/, each holding one folder of images per class"
 
 # Searched after `root` for Fashion-MNIST; Debian's dataset-fashion-mnist package installs here.
 FASHION_MNIST_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
@@ -104,6 +110,8 @@ def read_split(
     """
     if name not in DATASETS:
         raise ValueError(f"dataset: {name!r} is not one of {', '.join(sorted(DATASETS))}")
+    if DATASETS[name].folder:
+        raise DataError(f"{name}: streamed from its ImageFolder directory (data.root), not read")
     root = Path(root)
     if name in _CIFAR_SOURCES:
         md5s = CIFAR_MD5[name] if checksums is None else checksums
@@ -117,6 +125,20 @@ def read_split(
     # IDX arrays are read-only views of the file bytes; torch needs writable memory.
     images = np.require(images, requirements=("C", "W"))
     return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def check_root(root: str | Path | None) -> Path:
+    """`root` as a Path if it has train/ and val/ class folders, else a one-line DataError."""
+    if root is None:
+        raise DataError(f"data.root: not set; expected {FOLDER_LAYOUT}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.root: {root} does not exist; expected {FOLDER_LAYOUT}")
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+            raise DataError(f"data.root: {folder} has no class folders; expected {FOLDER_LAYOUT}")
+    return root
 
 
 def _fail(name: str, path: Path, problem: str) -> DataError:

@@ -9,37 +9,27 @@ DistributedSampler, so every rank reads its own shard of the images.
 
 The papers report their ImageNet errors on the 50k `val/` images, so `val/` is this module's
 "test" split (`eval_splits == ("test",)`, as for an in-memory set without a validation split).
+`train_size`, `test_size` and `test_curve_size` take seeded random subsets (the folders are
+sorted by class, so a prefix would hold the first classes only).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from common.datasets import DataError
+from common.config import DataConfig
+from common.datasets import DataError, check_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-EXPECTED = "a directory with train/ and val/, each holding one folder of images per class"
-
-
-def check_root(root: str | Path | None) -> Path:
-    """`root` as a Path if it has train/ and val/ class folders, else a one-line DataError."""
-    if root is None:
-        raise DataError(f"data.root: not set; expected {EXPECTED}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data.root: {root} does not exist; expected {EXPECTED}")
-    for split in ("train", "val"):
-        folder = root / split
-        if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
-            raise DataError(f"data.root: {folder} has no class folders; expected {EXPECTED}")
-    return root
 
 
 def train_transform(crop_size: int = 224) -> T.Compose:
@@ -73,11 +63,32 @@ def read_folder(folder: Path, transform: T.Compose) -> ImageFolder:
         raise DataError(f"data.root: {folder}: {err}") from err
 
 
+def _subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    """`size` images of `dataset` drawn with a seeded permutation, or all of them."""
+    if size is None or size >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return Subset(dataset, order[:size].tolist())
+
+
+def listing_hash(root: Path, *folders: ImageFolder) -> str:
+    """sha256 of the folders' classes and of every image's path, label and size: hashing
+    ImageNet's 150 GB would outlast a short run; the listing sees added, removed, moved or
+    resized images, which is what a checkpoint's run digest needs to know of the data."""
+    h = hashlib.sha256()
+    for folder in folders:
+        h.update(f"{folder.classes}\n".encode())
+        for path, label in folder.samples:
+            h.update(f"{os.path.relpath(path, root)} {label} {os.path.getsize(path)}\n".encode())
+    return h.hexdigest()
+
+
 class ImageFolderDataModule(L.LightningDataModule):
     """Train and test loaders over `root`/train and `root`/val, read and augmented by workers.
 
     Exposes what `common.training.fit` reads from a data module: `image_shape`, `num_classes`,
-    `train_set`, `eval_splits` (and `test_set`, the set behind the one evaluation loader).
+    `train_set`, `eval_splits`, `test_set` (the whole test subset, `test_dataloader`),
+    `test_curve_set` (the one evaluated every epoch) and `content_hash`.
     """
 
     def __init__(
@@ -87,10 +98,17 @@ class ImageFolderDataModule(L.LightningDataModule):
         num_workers: int = 4,
         crop_size: int = 224,
         resize_size: int = 256,
+        subsets: DataConfig | None = None,
     ) -> None:
         super().__init__()
         self.root, self.batch_size, self.num_workers = root, batch_size, num_workers
         self.crop_size, self.resize_size = crop_size, resize_size
+        self.subsets = subsets or DataConfig(val_size=0)
+
+    @classmethod
+    def from_config(cls, config: DataConfig, batch_size: int) -> ImageFolderDataModule:
+        """A run's data module: `data.root`, `data.workers` and its subset sizes."""
+        return cls(config.root, batch_size, config.workers, subsets=config)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
@@ -104,8 +122,12 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"data.root: {root}/train and {root}/val hold different class folders "
                 f"(e.g. {', '.join(only)}); expected the same classes in both"
             )
-        self.train_set, self.test_set = train, test
+        self.content_hash = listing_hash(root, train, test)
         self.num_classes = len(train.classes)
+        s = self.subsets
+        self.train_set = _subset(train, s.train_size, s.split_seed)
+        self.test_set = _subset(test, s.test_size, s.split_seed)
+        self.test_curve_set = _subset(self.test_set, s.test_curve_size, s.split_seed)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -116,7 +138,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         """The sets evaluated every epoch, in dataloader order: val/, as the papers' test set."""
         return ("test",)
 
-    def _loader(self, dataset: ImageFolder, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         workers = self.num_workers
         return DataLoader(
             dataset,
@@ -131,4 +153,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.test_set, shuffle=False)]
+        return [self._loader(self.test_curve_set, shuffle=False)]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -11,6 +11,8 @@ under the paper's `runs/` or `results/` keyed like metrics.json (paper, profile,
 seed), e.g. lesions evaluated on its checkpoint. `results_from: [papers/<other>]` in params.yaml
 adds another paper's runs (a paper that analyses networks its parent paper trained).
 A published value is a number, or `direction: higher | lower` where the paper gives only a figure.
+A row on a folder data set (ImageNet) without runs says so in one line when its directory
+(`data.root` of the profile that runs it) is absent: "not run: imagenet folder not found at …".
 The verdict follows VERDICT_RULE, printed under every table with the paper's regime criterion
 (common/regime.py): rows measured outside the regime where the claim applies are inconclusive.
 """
@@ -23,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, build_model, check_matrix, load_params
+from common.config import ConfigError, build_model, check_matrix, load_params, resolve
+from common.datasets import DATASETS, DataError, check_root
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
 from common.published import load_published
@@ -151,11 +154,36 @@ def _row_datasets(ours: dict[str, Any], runs: list[dict]) -> list[str]:
     return sorted({r["dataset"] for r in runs}) or ["*"]
 
 
+def absent_folders(paper_dir: Path, params: dict[str, Any]) -> dict[str, str]:
+    """For each folder data set (ImageNet) whose directory is missing: one line saying so, for
+    its rows without runs. The directory is `data.root` of the active profile, else of the first
+    profile that has a protocol for the data set."""
+    profiles, active = params.get("profiles") or {}, params.get("profile", "default")
+    reasons = {}
+    for dataset in (name for name, info in DATASETS.items() if info.folder):
+        having = [p for p in profiles if dataset in (profiles[p] or {}).get("datasets", {})]
+        for profile in sorted(having, key=lambda p: p != active)[:1]:
+            config = resolve(
+                {**params, "profile": profile}, paper=Path(paper_dir).name,
+                arm=params["arms"][0], dataset=dataset, seed=params["seeds"][0],
+            )  # fmt: skip
+            try:
+                check_root(config.data.root)
+            except DataError:
+                where = config.data.root or "(data.root not set)"
+                reasons[dataset] = f"not run: {dataset} folder not found at {where} ({profile})"
+    return reasons
+
+
 def build_rows(
-    published: dict[str, Any], runs: list[dict], in_regime: bool = True
+    published: dict[str, Any],
+    runs: list[dict],
+    in_regime: bool = True,
+    absent: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The table's rows, each with published, ours, how ours was obtained, and the verdict;
-    trained rows are inconclusive when the runs are outside the paper's regime."""
+    trained rows are inconclusive when the runs are outside the paper's regime; rows on a folder
+    data set whose directory is `absent` say so."""
     rows = []
     for row in published["rows"]:
         ours = row["ours"]
@@ -169,7 +197,7 @@ def build_rows(
         for dataset in _row_datasets(ours, runs):
             values = _run_values(ours, runs, dataset)
             if not values:
-                rows.append(_entry(row, dataset, None, "", NOT_RUN))
+                rows.append(_entry(row, dataset, None, (absent or {}).get(dataset, ""), NOT_RUN))
                 continue
             stat = row.get("statistic") if row.get("statistic") in ("best", "median") else "mean"
             summary = summarize(list(values.values()), stat)
@@ -255,7 +283,8 @@ def write_table(paper_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
             raise ConfigError(f"results_from: {other!r} is not a paper folder (papers/<name>)")
     regime = judge_regime(paper_dir, params)
     in_regime = regime is None or regime["holds"]
-    rows = build_rows(published, load_runs(paper_dir, params), in_regime)
+    absent = absent_folders(paper_dir, params)
+    rows = build_rows(published, load_runs(paper_dir, params), in_regime, absent)
     title = published["title"]
     table = {"title": title, "rows": rows, "regime": regime, "verdict_rule": VERDICT_RULE}
     atomic_write_json(Path(out_dir) / "table.json", table)

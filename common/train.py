@@ -18,7 +18,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="prepared data set (.pt)")
+    parser.add_argument(
+        "--data", type=Path, help="prepared data set (.pt); none for ImageNet (data.root)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     return parser.parse_args(argv)
 

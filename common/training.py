@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig, build_model
 from common.console import console_callbacks, silence_noise, watched
 from common.data import ImageDataModule
+from common.datasets import DATASETS
+from common.imagefolder import ImageFolderDataModule
 from common.io import atomic_write_json, atomic_write_text, short_error
 from common.metrics import count_macs, count_params
 
@@ -303,7 +305,10 @@ def _best_checkpoint(ckpt_dir: Path) -> ModelCheckpoint:
 
 
 def _selected_test_error(
-    trainer: L.Trainer, module: Classifier, data: ImageDataModule, best: ModelCheckpoint | None
+    trainer: L.Trainer,
+    module: Classifier,
+    data: L.LightningDataModule,
+    best: ModelCheckpoint | None,
 ) -> float:
     """Test error of the selected epoch's weights on the whole test set, in one pass."""
     ckpt = best.best_model_path if best is not None else None
@@ -352,11 +357,20 @@ def load_network(run_dir: Path) -> tuple[nn.Module, RunConfig]:
     return network.eval(), config
 
 
-def fit(config: RunConfig, data_file: Path, out: Path) -> dict[str, Any]:
+def data_module(config: RunConfig, data_file: Path | None) -> L.LightningDataModule:
+    """The run's data: a folder set streamed from `data.root`, else the prepared `data_file`."""
+    if DATASETS[config.dataset].folder:
+        return ImageFolderDataModule.from_config(config.data, config.optim.batch_size)
+    if data_file is None:
+        raise ConfigError(f"data: {config.dataset} needs its prepared file (--data data/*.pt)")
+    return ImageDataModule(data_file, config.data, config.optim.batch_size)
+
+
+def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     """Train one run, writing `config.json` first, then `history.csv`, `metrics.json` and
-    checkpoints under `out`."""
+    checkpoints under `out`. `data_file` is the prepared set; folder sets (ImageNet) need none."""
     L.seed_everything(config.seed, workers=True, verbose=False)
-    data = ImageDataModule(data_file, config.data, config.optim.batch_size)
+    data = data_module(config, data_file)
     data.setup()
     model = build_model(config.model, data.image_shape[0], data.num_classes)
     stats = {"params": count_params(model), "macs": count_macs(model, (1, *data.image_shape))}

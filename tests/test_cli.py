@@ -12,7 +12,7 @@ from common import data, train
 
 # case -> (params edit, train CLI overrides, fragments the error line must hold)
 TRAIN_CASES: dict[str, tuple[dict[str, Any], dict[str, str], list[str]]] = {
-    "unknown dataset": ({}, {"dataset": "nosuch"}, ["dataset: 'nosuch'", "fashion_mnist, mnist"]),
+    "unknown dataset": ({}, {"dataset": "nosuch"}, ["dataset: 'nosuch'", "imagenet, mnist"]),
     "unknown arm": ({}, {"arm": "nosuch"}, ["arm: 'nosuch'", "plain, tiny"]),
     "bad depth": ({"model": {"depth": 21}}, {}, ["model: depth: 21", "6n+2"]),
     "p_L = 0": (

@@ -85,8 +85,8 @@ def test_unknown_profile(params):
 
 
 def test_unknown_dataset(params):
-    message = _config_error(params, dataset="imagenet")
-    assert message.startswith("dataset:") and "'imagenet'" in message
+    message = _config_error(params, dataset="places365")
+    assert message.startswith("dataset:") and "'places365'" in message
     assert all(name in message for name in DATASETS)
 
 

@@ -346,7 +346,7 @@ def test_missing_files_raise(tmp_path: Path, name: str, expected: str) -> None:
 
 
 def test_unknown_dataset() -> None:
-    message = "dataset: 'foo' is not one of cifar10, cifar100, fashion_mnist, mnist, svhn"
+    message = "dataset: 'foo' is not one of cifar10, cifar100, fashion_mnist, imagenet, mnist, svhn"
     with pytest.raises(ValueError, match=f"^{message}$"):
         read_split("foo", Path("."), train=True)
 
@@ -357,7 +357,8 @@ def test_checksums_only_for_cifar(tmp_path: Path) -> None:
 
 
 def test_dataset_info() -> None:
-    assert sorted(DATASETS) == ["cifar10", "cifar100", "fashion_mnist", "mnist", "svhn"]
+    assert sorted(DATASETS) == ["cifar10", "cifar100", "fashion_mnist", "imagenet", "mnist", "svhn"]
+    assert [name for name, info in DATASETS.items() if info.folder] == ["imagenet"]
     assert DATASETS["cifar100"].num_classes == 100 and DATASETS["mnist"].shape == (1, 28, 28)
     assert all(name == info.name for name, info in DATASETS.items())
 

@@ -1,7 +1,10 @@
-"""common/imagefolder.py on a tiny generated ImageFolder: transforms, labels, errors, training."""
+"""common/imagefolder.py on a tiny generated ImageFolder: transforms, labels, errors, training,
+and the run path: an `imagenet` run of `fit` streams from `data.root` without a prepared file."""
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 
@@ -13,8 +16,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from common.config import ConfigError, DataConfig, RunConfig, resolve
+from common.data import prepare
 from common.datasets import DataError
 from common.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule
+from common.table import NOT_RUN, absent_folders, build_rows, to_markdown
+from common.training import fit, load_network
+from tests.conftest import TINY_PARAMS
 
 CLASSES = ("cat", "dog")  # folder order = label order
 
@@ -143,3 +151,89 @@ def test_trains_with_lightning(image_root: Path) -> None:
     trainer.fit(TinyNet(), data)
     assert trainer.state.finished
     assert "test_loss" in trainer.callback_metrics
+
+
+def test_subsets_are_seeded_draws_and_the_listing_is_hashed(image_root: Path) -> None:
+    sizes = DataConfig(val_size=0, train_size=4, test_size=5, test_curve_size=2)
+    data = ImageFolderDataModule(image_root, 2, 0, subsets=sizes)
+    data.setup()
+    assert (len(data.train_set), len(data.test_set), len(data.test_curve_set)) == (4, 5, 2)
+    assert {label for _, label in data.train_set} == {0, 1}  # a draw, not the first class's prefix
+    whole = ready(image_root)
+    assert whole.content_hash == data.content_hash  # the hash is of the folders, not the subset
+    Image.new("RGB", (8, 8)).save(image_root / "train" / "dog" / "extra.png")
+    assert ready(image_root).content_hash != whole.content_hash
+
+
+class TinyConv(nn.Module):
+    """A network `build_model` makes for any input: one strided conv, pooling, a linear layer."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, 4, 16, stride=16), nn.ReLU())
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def imagenet_config(root: Path | None, **data) -> RunConfig:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["datasets"] = ["imagenet"]
+    params["profiles"]["default"]["datasets"] = {
+        "imagenet": {
+            "model": {"class_path": "tests.test_imagefolder.TinyConv"},
+            "data": {"val_size": 0, "workers": 0, "root": root and str(root), **data},
+            "optim": {"batch_size": 4},
+        }
+    }
+    params["networks"]["tiny"] = {}
+    return resolve(params, paper="tiny_paper", arm="tiny", dataset="imagenet", seed=0)
+
+
+def test_fit_streams_an_imagenet_run_from_its_folder(image_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    metrics = fit(imagenet_config(image_root, test_curve_size=4), None, out)
+    assert (metrics["train_images"], metrics["test_images"], metrics["test_curve_images"]) == (
+        6, 6, 4,
+    )  # fmt: skip
+    assert metrics["epochs"] == 2 and 0 <= metrics["test_error"] <= 100
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["input_shape"], saved["num_classes"]) == ([3, 224, 224], 2)
+    network, config = load_network(out)
+    assert config.dataset == "imagenet" and network.fc.out_features == 2
+
+
+def test_imagenet_needs_its_folder_and_no_validation_split(tmp_path: Path) -> None:
+    absent = re.escape(str(tmp_path / "absent"))
+    with pytest.raises(DataError, match=rf"^data\.root: {absent} does not exist"):
+        fit(imagenet_config(tmp_path / "absent"), None, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    with pytest.raises(ConfigError, match=r"^data\.val_size: 10 must be 0 for imagenet"):
+        imagenet_config(tmp_path, val_size=10)
+    with pytest.raises(DataError, match=r"^imagenet: streamed from its ImageFolder directory"):
+        prepare("imagenet", tmp_path, tmp_path / "imagenet.pt", download=False)
+
+
+def test_a_prepared_data_set_needs_its_file(make_config, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^data: fashion_mnist needs its prepared file"):
+        fit(make_config(), None, tmp_path)
+
+
+def test_table_rows_on_imagenet_say_when_its_folder_is_absent(tmp_path: Path) -> None:
+    params = copy.deepcopy(TINY_PARAMS)
+    root = tmp_path / "imagenet"
+    params["profiles"]["paper"]["datasets"]["imagenet"] = {
+        "data": {"val_size": 0, "root": str(root)}
+    }
+    row = {
+        "id": "top1", "name": "ImageNet top-1 error", "source": "Table 4", "published": 24.7,
+        "ours": {"metric": "test_error", "arm": "tiny", "dataset": "imagenet"},
+    }  # fmt: skip
+    line = f"not run: imagenet folder not found at {root} (paper)"
+    assert absent_folders(tmp_path, params) == {"imagenet": line}  # from the profile with ImageNet
+    [entry] = build_rows({"title": "T", "rows": [row]}, [], absent=absent_folders(tmp_path, params))
+    assert (entry["how"], entry["verdict"]) == (line, NOT_RUN)
+    assert f"| — | {line} | {NOT_RUN} |" in to_markdown("T", [entry])
+    make_image_folder(root)
+    assert absent_folders(tmp_path, params) == {}
