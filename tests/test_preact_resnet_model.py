@@ -254,9 +254,9 @@ def test_final_activation_per_unit() -> None:
 )
 def test_bad_model_arguments_are_one_line(spec: dict, message: str) -> None:
     params = yaml.safe_load(PARAMS.read_text())
-    params["networks"]["original110"]["model"] = spec
+    params["networks"]["original"]["model"] = spec
     with pytest.raises(ConfigError) as error:
-        resolve(params, paper="preact_resnet", arm="original110", dataset="fashion_mnist", seed=0)
+        resolve(params, paper="preact_resnet", arm="original", dataset="fashion_mnist", seed=0)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
     allowed = {"unit": UNITS, "shortcut": SHORTCUTS}
     for field, values in allowed.items():
