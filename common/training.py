@@ -2,7 +2,8 @@
 
 Lightning owns the loop, checkpoints, DDP and the progress bar; this file adds what the papers
 specify: SGD with momentum/Nesterov/weight decay, multi-step schedules by epoch or iteration,
-ResNet-110's warm-up, per-epoch train/val/test error, and resumption from the last checkpoint.
+ResNet-110's warm-up (a callback), per-epoch train/val/test error, and resumption from the last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -68,10 +69,9 @@ class Classifier(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.memory_format)
         self.optim, self.schedule = optim, schedule
-        self.warming_up = schedule.warmup_lr is not None
         self.model_metric_names: set[str] = set()  # `<split>_<name>` of the model's own metrics
-        # Warm-up ends on the training error of the last 20 mini-batches, not of one noisy batch.
-        self.recent_errors: deque[float] = deque(maxlen=20)
+        # The latest training batch's error (%), for callbacks acting before its optimizer step.
+        self.train_batch_error: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format))
@@ -101,12 +101,7 @@ class Classifier(L.LightningModule):
             self.log(f"{split}_{name}", float(value), add_dataloader_idx=False, **log)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss, error = self._step(batch, "train")
-        if self.warming_up:
-            self.recent_errors.append(error.item())
-            if statistics.fmean(self.recent_errors) < self.schedule.warmup_until_error * 100:
-                self.warming_up = False
-                self._set_lr(self.lr_schedulers().get_last_lr())
+        loss, self.train_batch_error = self._step(batch, "train")
         return loss
 
     def validation_step(
@@ -120,20 +115,12 @@ class Classifier(L.LightningModule):
         # The whole test set, once, with the selected epoch's weights (data.test_curve_size).
         self._step(batch, "selected_test")
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.warming_up:
-            self._set_lr([self.schedule.warmup_lr] * len(self.optimizers().param_groups))
-
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._log_model_metrics("train", on_step=True)  # after backward: both passes counted
         # Lightning skips validation when max_steps ends an epoch early, which left the previous
         # epoch's val/test errors in the last history row; a requested stop validates first.
         if 0 <= self.schedule.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True
-
-    def _set_lr(self, lrs: list[float]) -> None:
-        for group, lr in zip(self.optimizers().param_groups, lrs, strict=True):
-            group["lr"] = lr
 
     def configure_optimizers(self) -> dict[str, Any]:
         o, s = self.optim, self.schedule
@@ -154,8 +141,6 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["run_digest"] = self.run_digest
-        checkpoint["warming_up"] = self.warming_up
-        checkpoint["recent_errors"] = list(self.recent_errors)
         # The RNG drives shuffling, crops, flips and dropped blocks: restoring it makes a resumed
         # run continue exactly as the uninterrupted one would have.
         checkpoint["rng_state"] = torch.get_rng_state()
@@ -163,12 +148,59 @@ class Classifier(L.LightningModule):
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.warming_up = checkpoint["warming_up"]
-        self.recent_errors.extend(checkpoint.get("recent_errors", []))
         if "rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["rng_state"])
         if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng_state"])
+
+
+class WarmUp(Callback):
+    """ResNet-110's warm-up (He et al. 2015, §4.2): train at `lr` (0.01) until the training error
+    falls below `until_error` (80%), then at the schedule's LR for good. The error is the mean of
+    the last `window` mini-batches, not of one noisy batch; the batch that crosses the threshold
+    already steps at the scheduled LR. Its state travels in the checkpoint (a resumed run warms up
+    exactly as the uninterrupted one)."""
+
+    def __init__(self, lr: float, until_error: float, window: int = 20) -> None:
+        self.lr, self.until_error = lr, until_error
+        self.warming_up = True
+        self.recent_errors: deque[float] = deque(maxlen=window)
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any):
+        if self.warming_up:  # the scheduler set its own LR at its last step
+            _set_lr(trainer.optimizers[0], [self.lr] * len(trainer.optimizers[0].param_groups))
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any
+    ) -> None:
+        if not self.warming_up:
+            return
+        # The mean over the DDP ranks' batches: every rank switches at the same step.
+        error = trainer.strategy.reduce(module.train_batch_error, reduce_op="mean")
+        self.recent_errors.append(float(error))
+        if statistics.fmean(self.recent_errors) < self.until_error * 100:
+            self.warming_up = False
+            _set_lr(optimizer, trainer.lr_scheduler_configs[0].scheduler.get_last_lr())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"warming_up": self.warming_up, "recent_errors": list(self.recent_errors)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.warming_up = state["warming_up"]
+        self.recent_errors.clear()
+        self.recent_errors.extend(state["recent_errors"])
+
+
+def _set_lr(optimizer: Any, lrs: list[float]) -> None:
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+
+
+def warm_up(schedule: ScheduleConfig) -> list[Callback]:
+    """The WarmUp callback a schedule asks for (`warmup_lr`), if any."""
+    if schedule.warmup_lr is None:
+        return []
+    return [WarmUp(schedule.warmup_lr, schedule.warmup_until_error)]
 
 
 class History(Callback):
@@ -394,7 +426,8 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
         deterministic=deterministic_mode(t.accelerator),
         callbacks=[
-            history, _last_checkpoint(out / "ckpt"), *([best] if best else []),
+            history, *warm_up(config.schedule), _last_checkpoint(out / "ckpt"),
+            *([best] if best else []),
             *console_callbacks(lambda: history.rows[-1]),
         ],
         enable_progress_bar=watched(), logger=logger, enable_model_summary=False,

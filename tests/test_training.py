@@ -8,6 +8,7 @@ import math
 import pickle
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ from common.training import (
     load_network,
     resolve_precision,
     select_epoch,
+    warm_up,
 )
 from papers.resnet.model import CifarResNet
 
@@ -141,24 +143,27 @@ def test_warmup_switches_once_error_drops_below_threshold(monkeypatch):
     module = Classifier(Logits(), OptimConfig(lr=0.1), schedule, channels_last=False)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    monkeypatch.setattr(module, "optimizers", lambda: optimizer)
-    monkeypatch.setattr(module, "lr_schedulers", lambda: scheduler)
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
-    assert module.warming_up
+    trainer = SimpleNamespace(
+        optimizers=[optimizer], lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+        strategy=SimpleNamespace(reduce=lambda value, reduce_op: value),
+    )  # fmt: skip
+    [callback] = warm_up(schedule)
     lrs = []
     for i, error in enumerate([100, 60, 70, 50, 100, 100]):
-        module.on_train_batch_start(None, i)
+        callback.on_train_batch_start(trainer, module, None, i)
         module.training_step(_batch(error), i)
+        callback.on_before_optimizer_step(trainer, module, optimizer)
         lrs.append(optimizer.param_groups[0]["lr"])  # the LR optimizer.step() uses
     # The mean of the recent batches: 100, 80 (not below 80%), then 76.7: from that batch on the
     # scheduled LR, for good, even when later batches err more.
     assert lrs == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.1, 0.1])
-    assert not module.warming_up
+    state = callback.state_dict()
+    assert not state["warming_up"] and state["recent_errors"] == pytest.approx([100, 60, 70])
 
 
 def test_no_warmup_without_warmup_lr():
-    module = Classifier(Logits(), OptimConfig(), ScheduleConfig(), channels_last=False)
-    assert not module.warming_up
+    assert warm_up(ScheduleConfig()) == []
 
 
 # ---- fit ----
@@ -222,7 +227,7 @@ def test_checkpoint_loads_with_weights_only(full_run):
     ckpt = torch.load(out / "ckpt" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == metrics["steps"]
     assert len(ckpt["callbacks"]["History"]["rows"]) == 2
-    assert ckpt["warming_up"] is False
+    assert "WarmUp" not in ckpt["callbacks"]  # no warm-up asked for
     assert ckpt["run_digest"] == metrics["run_digest"]  # which run may resume from it
 
 
@@ -269,6 +274,38 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
     assert_close_rows(rows, read_history(full_out))
 
 
+def test_run_interrupted_during_warmup_resumes_it_exactly(
+    tmp_path, monkeypatch, prepared_file, make_config
+):
+    """Warm-up ends in epoch 2, on the mean error of batches from both epochs: a run resumed at
+    epoch 2 must have restored epoch 1's batch errors to end it at the same step."""
+    never = fit(make_config(schedule={"warmup_lr": 0.01, "warmup_until_error": 0.0}),
+                prepared_file, tmp_path / "never")  # fmt: skip
+    e1, e2 = (r["train_error"] for r in read_history(tmp_path / "never"))
+    assert e2 < e1  # training at 0.01 lowers the error
+    until = (e1 + (e1 + e2) / 2) / 2 / 100  # below epoch 1's mean, above the mean of both
+    config = make_config(schedule={"warmup_lr": 0.01, "warmup_until_error": until})
+    full = fit(config, prepared_file, tmp_path / "full")
+    start_epoch = History.on_train_epoch_start
+
+    def interrupt_epoch_2(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise Interrupted
+        start_epoch(self, trainer, module)
+
+    monkeypatch.setattr(History, "on_train_epoch_start", interrupt_epoch_2)
+    with pytest.raises(Interrupted):
+        fit(config, prepared_file, tmp_path / "run")
+    monkeypatch.undo()
+    resumed = fit(config, prepared_file, tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["callbacks"]["WarmUp"]["warming_up"] is False  # it ended, in epoch 2
+    assert read_history(tmp_path / "full")[0]["lr"] == pytest.approx(0.01)
+    assert full["test_error"] != never["test_error"]  # its end changed the trained network
+    assert without(resumed) == without(full)
+    assert_close_rows(read_history(tmp_path / "run"), read_history(tmp_path / "full"))
+
+
 def test_changed_config_discards_the_checkpoint(full_run, tmp_path, prepared_file, make_config):
     out = tmp_path / "run"
     shutil.copytree(full_run[0], out)
@@ -293,7 +330,7 @@ def test_warmup_in_fit(tmp_path, prepared_file, make_config, until_error, lrs, w
     fit(make_config(schedule=schedule), prepared_file, tmp_path)
     assert [r["lr"] for r in read_history(tmp_path)] == pytest.approx(lrs)
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
-    assert ckpt["warming_up"] is warming_up
+    assert ckpt["callbacks"]["WarmUp"]["warming_up"] is warming_up
 
 
 def test_lowest_val_selection_in_fit(tmp_path, prepared_file, make_config):
