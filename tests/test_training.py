@@ -242,11 +242,8 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_run_resumes_from_its_last_checkpoint(
-    full_run, tmp_path, monkeypatch, prepared_file, make_config
-):
-    full_out, full_metrics = full_run
-    config, out = make_config(), tmp_path / "run"
+def _interrupt_at_epoch_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next `fit` stops (raises Interrupted) as epoch 2 starts, as a killed run would."""
     start_epoch = History.on_train_epoch_start
 
     def interrupt_epoch_2(self, trainer, module):
@@ -255,6 +252,14 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
         start_epoch(self, trainer, module)
 
     monkeypatch.setattr(History, "on_train_epoch_start", interrupt_epoch_2)
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(
+    full_run, tmp_path, monkeypatch, prepared_file, make_config
+):
+    full_out, full_metrics = full_run
+    config, out = make_config(), tmp_path / "run"
+    _interrupt_at_epoch_2(monkeypatch)
     with pytest.raises(Interrupted):
         fit(config, prepared_file, out)
     partial = read_history(out)
@@ -286,14 +291,7 @@ def test_run_interrupted_during_warmup_resumes_it_exactly(
     until = (e1 + (e1 + e2) / 2) / 2 / 100  # below epoch 1's mean, above the mean of both
     config = make_config(schedule={"warmup_lr": 0.01, "warmup_until_error": until})
     full = fit(config, prepared_file, tmp_path / "full")
-    start_epoch = History.on_train_epoch_start
-
-    def interrupt_epoch_2(self, trainer, module):
-        if trainer.current_epoch == 1:
-            raise Interrupted
-        start_epoch(self, trainer, module)
-
-    monkeypatch.setattr(History, "on_train_epoch_start", interrupt_epoch_2)
+    _interrupt_at_epoch_2(monkeypatch)
     with pytest.raises(Interrupted):
         fit(config, prepared_file, tmp_path / "run")
     monkeypatch.undo()
