@@ -1,17 +1,23 @@
 """A paper's results as its pipeline leaves them on disk, for the key table and the notebooks.
 
-`runs/<arm>-<dataset>-s<seed>/` holds `history.csv` (a row per epoch, written as training goes)
-and, once finished, `metrics.json`; `results/table.json` and `table.md` hold the key table.
-Nothing here imports torch or Lightning: notebooks read results in a second.
+`runs/<arm>-<dataset>-s<seed>/` holds `config.json` (written first), `history.csv` (a row per
+epoch, written as training goes) and, once finished, `metrics.json`; `results/table.json` and
+`table.md` hold the key table. An analysis of a trained run (lesions, memory, NFE) writes a JSON
+anywhere under the paper's `runs/` or `results/`, keyed like metrics.json (paper, profile, arm,
+dataset, seed); its scalar metrics join that run's. Nothing here imports torch or Lightning:
+notebooks read results in a second.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+IDENTITY = ("paper", "profile", "arm", "dataset", "seed")  # the keys of a run's record
 
 
 def run_name(arm: str, dataset: str, seed: int) -> str:
@@ -28,7 +34,7 @@ class Run:
     dataset: str
     seed: int
     history: dict[str, list[float]]
-    metrics: dict[str, Any] | None
+    metrics: dict[str, Any] | None  # metrics.json and its analyses' scalars, once finished
 
     @property
     def finished(self) -> bool:
@@ -51,18 +57,50 @@ def _identity(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def load_runs(paper_dir: Path, finished_only: bool = False) -> list[Run]:
-    """Every run of the paper with at least one epoch written, sorted by arm, dataset, seed."""
-    runs = []
-    for history in sorted(Path(paper_dir).glob("runs/*/history.csv")):
-        identity, metrics_file = _identity(history.parent), history.parent / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        if identity is None or (finished_only and metrics is None):
-            continue
-        runs.append(
-            Run(identity["arm"], identity["dataset"], int(identity["seed"]),
-                read_history(history), metrics)
-        )  # fmt: skip
+def _key(record: Any) -> tuple | None:
+    ok = isinstance(record, dict) and all(k in record for k in IDENTITY)
+    return tuple(record[k] for k in IDENTITY) if ok else None
+
+
+def _analyses(dirs: Sequence[Path]) -> dict[tuple, dict[str, Any]]:
+    """Scalar metrics of the analyses under `dirs`' runs/ and results/, by run identity (the
+    first file, in path order, to give a metric gives its value)."""
+    found: dict[tuple, dict[str, Any]] = {}
+    for d in dirs:
+        for path in sorted(p for f in ("runs", "results") for p in (d / f).rglob("*.json")):
+            if path.name in ("metrics.json", "config.json"):  # the runs' own files
+                continue
+            record = json.loads(path.read_text())
+            key = _key(record)
+            if key is not None:
+                scalars = {k: v for k, v in record.items() if isinstance(v, int | float | str)}
+                found[key] = scalars | found.get(key, {})
+    return found
+
+
+def load_runs(
+    paper_dir: Path, finished_only: bool = False, also: Sequence[Path | str] = ()
+) -> list[Run]:
+    """Every run of the paper (and of the paper folders `also`) with at least one epoch written,
+    sorted by arm, dataset, seed; a finished run's metrics gain its analyses' scalar metrics,
+    never replacing one of its own."""
+    dirs = [Path(paper_dir), *map(Path, also)]
+    analyses, runs = _analyses(dirs), []
+    for d in dirs:
+        written = {p.parent for f in ("history.csv", "metrics.json") for p in d.glob(f"runs/*/{f}")}
+        for run_dir in sorted(written):
+            identity, metrics_file = _identity(run_dir), run_dir / "metrics.json"
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+            if identity is None or (finished_only and metrics is None):
+                continue
+            if metrics is not None:
+                metrics |= {k: v for k, v in analyses.get(_key(metrics), {}).items()
+                            if k not in metrics}  # fmt: skip
+            history_file = run_dir / "history.csv"
+            history = read_history(history_file) if history_file.is_file() else {}
+            runs.append(
+                Run(identity["arm"], identity["dataset"], int(identity["seed"]), history, metrics)
+            )
     return sorted(runs, key=lambda r: (r.arm, r.dataset, r.seed))
 
 

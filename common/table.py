@@ -8,8 +8,9 @@
 `dataset: "*"` repeats the row for every data set the active profile ran.
 A run's metrics are its `metrics.json` plus the scalar metrics of every analysis of it: any JSON
 under the paper's `runs/` or `results/` keyed like metrics.json (paper, profile, arm, dataset,
-seed), e.g. lesions evaluated on its checkpoint. `results_from: [papers/<other>]` in params.yaml
-adds another paper's runs (a paper that analyses networks its parent paper trained).
+seed), e.g. lesions evaluated on its checkpoint; `common.results.load_runs` reads them, for the
+notebooks too. `results_from: [papers/<other>]` in params.yaml adds another paper's runs (a paper
+that analyses networks its parent paper trained).
 A published value is a number, or `direction: higher | lower` where the paper gives only a figure.
 A row on a folder data set (ImageNet) without runs says so in one line when its directory
 (`data.root` of the profile that runs it) is absent: "not run: imagenet folder not found at …".
@@ -20,7 +21,6 @@ The verdict follows VERDICT_RULE, printed under every table with the paper's reg
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
 from common.published import load_published
 from common.regime import Finding, check_regime, evaluate
-from common.results import load_runs as load_run_dirs
+from common.results import Run, load_runs
 
 VERDICTS = (
     "reproduced", "direction reproduced", "not reproduced", "inconclusive",
@@ -57,32 +57,16 @@ def _active(metrics: dict[str, Any], params: dict[str, Any]) -> bool:
     )  # fmt: skip
 
 
-def _identity(record: dict[str, Any]) -> tuple | None:
-    keys = ("paper", "profile", "arm", "dataset", "seed")
-    return tuple(record[k] for k in keys) if all(k in record for k in keys) else None
-
-
-def load_runs(paper_dir: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The finished runs (only they have metrics.json) of the active profile's arms × data × seeds,
-    with their analyses' scalar metrics (never replacing a training metric).
+def active_runs(paper_dir: Path, params: dict[str, Any]) -> list[Run]:
+    """The finished runs of the active profile's arms × data sets × seeds, this paper's and those
+    of the papers in `results_from`, with their analyses' scalar metrics (common.results).
 
     Runs left over from another profile or seed list stay on disk but out of the table.
     """
-    dirs = [Path(paper_dir), *map(Path, params.get("results_from", []))]
-    runs = {}
-    for d in dirs:
-        for path in sorted(d.glob("runs/*/metrics.json")):
-            record = json.loads(path.read_text())
-            runs[_identity(record)] = record
-    for path in sorted(
-        p for d in dirs for f in ("runs", "results") for p in (d / f).rglob("*.json")
-    ):
-        record = json.loads(path.read_text())
-        run = runs.get(_identity(record)) if isinstance(record, dict) else None
-        if run is not None and record is not run:
-            scalars = {k: v for k, v in record.items() if isinstance(v, int | float | str)}
-            run.update({k: v for k, v in scalars.items() if k not in run})
-    return [r for r in runs.values() if _active(r, params)]
+    others = params.get("results_from", [])
+    also = [others] if isinstance(others, str) else others
+    runs = load_runs(paper_dir, finished_only=True, also=also)
+    return [r for r in runs if _active(r.metrics, params)]
 
 
 def _seeds(runs: list[dict], arm: str, dataset: str, metric: str) -> dict[int, float]:
@@ -263,8 +247,7 @@ def judge_regime(paper_dir: Path, params: dict[str, Any]) -> dict[str, Any] | No
     """The paper's regime criterion judged on its finished runs of the active profile."""
     if params.get("regime") is None:
         return None
-    runs = [r for r in load_run_dirs(paper_dir, finished_only=True) if _active(r.metrics, params)]
-    findings: list[Finding] = evaluate(params["regime"], runs)
+    findings: list[Finding] = evaluate(params["regime"], active_runs(paper_dir, params))
     return {
         "claim": params["regime"]["claim"], "holds": all(f.holds for f in findings),
         "findings": [vars(f) for f in findings],
@@ -284,7 +267,8 @@ def write_table(paper_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     regime = judge_regime(paper_dir, params)
     in_regime = regime is None or regime["holds"]
     absent = absent_folders(paper_dir, params)
-    rows = build_rows(published, load_runs(paper_dir, params), in_regime, absent)
+    runs = [r.metrics for r in active_runs(paper_dir, params)]
+    rows = build_rows(published, runs, in_regime, absent)
     title = published["title"]
     table = {"title": title, "rows": rows, "regime": regime, "verdict_rule": VERDICT_RULE}
     atomic_write_json(Path(out_dir) / "table.json", table)

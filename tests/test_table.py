@@ -13,8 +13,8 @@ from common.config import ConfigError
 from common.table import (
     NOT_RUN,
     VERDICT_RULE,
+    active_runs,
     build_rows,
-    load_runs,
     main,
     to_markdown,
     write_table,
@@ -202,7 +202,7 @@ def _write_runs(runs_dir: Path, runs: list[dict[str, Any]]) -> None:
         (folder / "metrics.json").write_text(json.dumps(r))
 
 
-def test_load_runs_keeps_only_the_active_profile_arms_datasets_and_seeds(tmp_path):
+def test_active_runs_keeps_only_the_active_profile_arms_datasets_and_seeds(tmp_path):
     keep = [run("a", 0, test_error=1.0), run("b", 1, "svhn", test_error=2.0)]
     drop = [
         {**run("a", 1), "profile": "paper"},
@@ -212,14 +212,14 @@ def test_load_runs_keeps_only_the_active_profile_arms_datasets_and_seeds(tmp_pat
     ]
     _write_runs(tmp_path / "runs", keep + drop)
     (tmp_path / "runs" / "unfinished").mkdir()  # no metrics.json yet
-    loaded = load_runs(tmp_path, PARAMS)
+    loaded = [r.metrics for r in active_runs(tmp_path, PARAMS)]
     assert sorted((r["arm"], r["dataset"], r["seed"]) for r in loaded) == [
         ("a", "cifar10", 0), ("b", "svhn", 1),
     ]  # fmt: skip
-    assert load_runs(tmp_path, {**PARAMS, "profile": "paper"})[0]["seed"] == 1
+    assert active_runs(tmp_path, {**PARAMS, "profile": "paper"})[0].seed == 1
 
 
-def test_load_runs_adds_each_runs_analyses_and_other_papers_runs(tmp_path):
+def test_active_runs_add_each_runs_analyses_and_other_papers_runs(tmp_path):
     _write_runs(tmp_path / "runs", [run("a", 0, test_error=6.0)])
     analysis = {**run("a", 0), "max_error_change": 1.5, "test_error": 99.0, "series": [1, 2]}
     (tmp_path / "runs" / "a-cifar10-s0-default" / "analyses").mkdir()
@@ -232,11 +232,12 @@ def test_load_runs_adds_each_runs_analyses_and_other_papers_runs(tmp_path):
     orphan = {**run("a", 1), "memory_mib_per_l": 9.0}  # seed 1 never finished training
     (tmp_path / "results" / "memory" / "orphan.json").write_text(json.dumps(orphan))
     _write_runs(tmp_path / "parent" / "runs", [run("b", 0, test_error=7.0)])
-    [a] = load_runs(tmp_path, PARAMS)
+    [run_a] = active_runs(tmp_path, PARAMS)
+    a = run_a.metrics
     assert (a["test_error"], a["max_error_change"], a["memory_mib_per_l"]) == (6.0, 1.5, 1.1)
     assert "series" not in a  # figures' series stay in their files; rows take scalars
-    both = load_runs(tmp_path, {**PARAMS, "results_from": [str(tmp_path / "parent")]})
-    assert sorted((r["arm"], r["test_error"]) for r in both) == [("a", 6.0), ("b", 7.0)]
+    both = active_runs(tmp_path, {**PARAMS, "results_from": [str(tmp_path / "parent")]})
+    assert sorted((r.arm, r.metrics["test_error"]) for r in both) == [("a", 6.0), ("b", 7.0)]
 
 
 def _paper_dir(root: Path, regime: dict[str, Any] | None = None) -> Path:
