@@ -22,7 +22,7 @@ IDENTITY = ("paper", "profile", "arm", "dataset", "seed")  # the keys of a run's
 
 def run_name(arm: str, dataset: str, seed: int) -> str:
     """The run directory's name; DVC's `runs/${item.arm}-${item.dataset}-s${item.seed}` spells
-    the same (tests/test_pipelines.py checks they agree)."""
+    the same (tests/test_config.py checks they agree)."""
     return f"{arm}-{dataset}-s{seed}"
 
 

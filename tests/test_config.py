@@ -19,6 +19,7 @@ from common.config import (
     resolve,
 )
 from common.datasets import DATASETS
+from common.results import run_name
 from tests.conftest import REPO
 
 
@@ -216,3 +217,20 @@ def test_resolving_and_building_a_model_does_not_import_lightning() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_dvc_run_directories_are_spelt_as_run_name() -> None:
+    """Each dvc.yaml names a run directory as `common.results.run_name` does (config.name), so
+    DVC's outputs are the directories `fit` writes and the table reads."""
+    values = {"arm": "pre-act", "dataset": "cifar10", "seed": "3"}  # an arm with a dash
+    templates = {
+        (path, t)
+        for path in sorted(REPO.glob("papers/*/dvc.yaml"))
+        for t in re.findall(r"runs/([^\s:/]*\$\{item\.[^\s:/]*)", path.read_text())
+    }
+    assert {path.parent.name for path, _ in templates} >= {"resnet", "stochastic_depth"}
+    for path, template in templates:
+        spelt = re.sub(r"\$\{item\.(\w+)\}", lambda m: values[m[1]], template)
+        # A stage of one arm (node's ODE-Net analyses) writes it literally.
+        arm = values["arm"] if "${item.arm}" in template else template.partition("-${")[0]
+        assert spelt == run_name(arm, "cifar10", 3), f"{path}: runs/{template}"
