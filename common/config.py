@@ -60,9 +60,10 @@ class DataConfig:
     padding_mode: str = "zeros"
     flip: bool = True
     normalize: str = "per_pixel_mean"
-    # A folder data set (ImageNet) streams from the ImageFolder directory `root` (train/, val/)
-    # through `workers` DataLoader processes, with the standard ImageNet augmentation instead of
+    # A folder data set (ImageNet) streams from an ImageFolder directory (train/, val/) through
+    # `workers` DataLoader processes, with the standard ImageNet augmentation instead of
     # pad/flip/normalize; its val/ is the test set, so it has no validation split (val_size: 0).
+    # The directory is `root`, or if None the one the `data` stage listed (data/raw/<dataset>).
     root: str | None = None
     workers: int = 4
 

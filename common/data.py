@@ -20,15 +20,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from common.config import ConfigError, DataConfig, choice
-from common.datasets import DATASETS, DataError, read_split
+from common.datasets import DATASETS, RAW_ROOT, DataError, read_split
+from common.imagefolder import folder_listing
 from common.io import atomic_torch_save, short_error
 
 SPLITS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
 def prepare(name: str, raw_root: Path, out: Path, download: bool = True) -> None:
-    """Read a data set's raw files (downloading them if allowed) into one tensor file."""
+    """Read a data set's raw files (downloading them if allowed) into one tensor file; of a
+    folder data set (ImageNet, in `raw_root/<name>`), write its listing instead."""
     choice("dataset", name, DATASETS)
+    if DATASETS[name].folder:
+        atomic_torch_save(folder_listing(name, raw_root / name), out)
+        return
     train = read_split(name, raw_root / name, train=True, download=download)
     test = read_split(name, raw_root / name, train=False, download=download)
     tensors = dict(zip(SPLITS, (*train, *test), strict=True))
@@ -51,7 +56,8 @@ def save_prepared(data: dict, out: Path) -> None:
 
 
 def load_prepared(path: Path) -> dict:
-    """Load a prepared data set and check its content hash; tensors only, so `weights_only`."""
+    """Load a prepared data set and check its content hash, or a folder data set's listing;
+    tensors and strings only, so `weights_only`."""
     rerun = "re-run its `data` stage (dvc repro)"
     if not path.is_file():
         raise DataError(f"data: {path} does not exist; run its `data` stage (dvc repro) first")
@@ -59,10 +65,12 @@ def load_prepared(path: Path) -> dict:
         data = torch.load(path, weights_only=True)
     except Exception as err:  # truncated, corrupt, or a pickle weights_only refuses
         raise DataError(f"data: {path} cannot be loaded ({short_error(err)}); {rerun}") from None
-    missing = [k for k in (*SPLITS, "sha256") if not isinstance(data, dict) or k not in data]
+    listing = isinstance(data, dict) and "root" in data  # a folder data set's
+    keys = ("name", "root", "sha256") if listing else (*SPLITS, "sha256")
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
     if missing:
         raise DataError(f"data: {path} lacks {', '.join(missing)}; {rerun}")
-    if content_hash(data) != data["sha256"]:
+    if not listing and content_hash(data) != data["sha256"]:
         raise DataError(f"data: {path} does not match its content hash (corrupt); {rerun}")
     return data
 
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("dataset")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--raw-root", type=Path, default=Path("data/raw"))
+    parser.add_argument("--raw-root", type=Path, default=RAW_ROOT)
     parser.add_argument("--no-download", action="store_true")
     args = parser.parse_args(argv)
     try:

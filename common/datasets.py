@@ -52,6 +52,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 FOLDER_LAYOUT = "a directory with train/ and val/, each holding one folder of images per class"
+RAW_ROOT = Path("data/raw")  # the `data` stage's raw files, `RAW_ROOT/<name>` (from the repo root)
 
 # Searched after `root` for Fashion-MNIST; Debian's dataset-fashion-mnist package installs here.
 FASHION_MNIST_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)

@@ -11,6 +11,11 @@ The papers report their ImageNet errors on the 50k `val/` images, so `val/` is t
 "test" split (`eval_splits == ("test",)`, as for an in-memory set without a validation split).
 `train_size`, `test_size` and `test_curve_size` take seeded random subsets (the folders are
 sorted by class, so a prefix would hold the first classes only).
+
+Under DVC the folder is `data/raw/<name>` (a link to your copy): the root `data` stage writes its
+listing (`folder_listing`: where it is, how many classes, the listing's hash) to `data/<name>.pt`,
+which the train stages depend on, so adding or removing images re-runs them. `data.root`, when
+set, points a run elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -83,12 +89,38 @@ def listing_hash(root: Path, *folders: ImageFolder) -> str:
     return h.hexdigest()
 
 
+def read_splits(
+    root: str | Path | None, crop_size: int = 224, resize_size: int = 256
+) -> tuple[ImageFolder, ImageFolder]:
+    """The train/ and val/ image folders of `root`, which must hold the same classes."""
+    root = check_root(root)
+    train = read_folder(root / "train", train_transform(crop_size))
+    test = read_folder(root / "val", eval_transform(crop_size, resize_size))
+    if train.classes != test.classes:
+        only = sorted(set(train.classes) ^ set(test.classes))[:3]
+        raise DataError(
+            f"data.root: {root}/train and {root}/val hold different class folders "
+            f"(e.g. {', '.join(only)}); expected the same classes in both"
+        )
+    return train, test
+
+
+def folder_listing(name: str, root: Path) -> dict[str, str | int]:
+    """What the `data` stage writes for a folder data set (`common.data.prepare`)."""
+    train, test = read_splits(root)
+    return {
+        "name": name, "num_classes": len(train.classes), "root": str(Path(root).resolve()),
+        "sha256": listing_hash(Path(root), train, test),
+    }  # fmt: skip
+
+
 class ImageFolderDataModule(L.LightningDataModule):
     """Train and test loaders over `root`/train and `root`/val, read and augmented by workers.
 
     Exposes what `common.training.fit` reads from a data module: `image_shape`, `num_classes`,
     `train_set`, `eval_splits`, `test_set` (the whole test subset, `test_dataloader`),
-    `test_curve_set` (the one evaluated every epoch) and `content_hash`.
+    `test_curve_set` (the one evaluated every epoch) and `content_hash`. A `listing` from the
+    `data` stage gives the root when `root` is None, and the hash the folder must still have.
     """
 
     def __init__(
@@ -99,30 +131,34 @@ class ImageFolderDataModule(L.LightningDataModule):
         crop_size: int = 224,
         resize_size: int = 256,
         subsets: DataConfig | None = None,
+        listing: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if root is None and listing is not None:
+            root = listing["root"]
         self.root, self.batch_size, self.num_workers = root, batch_size, num_workers
         self.crop_size, self.resize_size = crop_size, resize_size
         self.subsets = subsets or DataConfig(val_size=0)
+        same = listing is not None and Path(root).resolve() == Path(listing["root"])
+        self.listed_hash = listing["sha256"] if same else None
 
     @classmethod
-    def from_config(cls, config: DataConfig, batch_size: int) -> ImageFolderDataModule:
-        """A run's data module: `data.root`, `data.workers` and its subset sizes."""
-        return cls(config.root, batch_size, config.workers, subsets=config)
+    def from_config(
+        cls, config: DataConfig, batch_size: int, listing: dict[str, Any] | None = None
+    ) -> ImageFolderDataModule:
+        """A run's data module: `data.root` (else the listing's), `data.workers`, its subsets."""
+        return cls(config.root, batch_size, config.workers, subsets=config, listing=listing)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        root = check_root(self.root)
-        train = read_folder(root / "train", train_transform(self.crop_size))
-        test = read_folder(root / "val", eval_transform(self.crop_size, self.resize_size))
-        if train.classes != test.classes:
-            only = sorted(set(train.classes) ^ set(test.classes))[:3]
+        train, test = read_splits(self.root, self.crop_size, self.resize_size)
+        self.content_hash = listing_hash(Path(self.root), train, test)
+        if self.listed_hash not in (None, self.content_hash):
             raise DataError(
-                f"data.root: {root}/train and {root}/val hold different class folders "
-                f"(e.g. {', '.join(only)}); expected the same classes in both"
+                f"data: {self.root} has changed since the `data` stage listed it; "
+                "re-run that stage (dvc repro)"
             )
-        self.content_hash = listing_hash(root, train, test)
         self.num_classes = len(train.classes)
         s = self.subsets
         self.train_set = _subset(train, s.train_size, s.split_seed)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError, build_model, check_matrix, load_params, resolve
-from common.datasets import DATASETS, DataError, check_root
+from common.datasets import DATASETS, RAW_ROOT, DataError, check_root
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
 from common.published import load_published
@@ -141,7 +141,7 @@ def _row_datasets(ours: dict[str, Any], runs: list[dict]) -> list[str]:
 def absent_folders(paper_dir: Path, params: dict[str, Any]) -> dict[str, str]:
     """For each folder data set (ImageNet) whose directory is missing: one line saying so, for
     its rows without runs. The directory is `data.root` of the active profile, else of the first
-    profile that has a protocol for the data set."""
+    profile that has a protocol for the data set, else the `data` stage's (data/raw/<name>)."""
     profiles, active = params.get("profiles") or {}, params.get("profile", "default")
     reasons = {}
     for dataset in (name for name, info in DATASETS.items() if info.folder):
@@ -151,10 +151,10 @@ def absent_folders(paper_dir: Path, params: dict[str, Any]) -> dict[str, str]:
                 {**params, "profile": profile}, paper=Path(paper_dir).name,
                 arm=params["arms"][0], dataset=dataset, seed=params["seeds"][0],
             )  # fmt: skip
+            where = config.data.root or RAW_ROOT / dataset
             try:
-                check_root(config.data.root)
+                check_root(where)
             except DataError:
-                where = config.data.root or "(data.root not set)"
                 reasons[dataset] = f"not run: {dataset} folder not found at {where} ({profile})"
     return reasons
 

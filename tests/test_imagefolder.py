@@ -1,5 +1,6 @@
 """common/imagefolder.py on a tiny generated ImageFolder: transforms, labels, errors, training,
-and the run path: an `imagenet` run of `fit` streams from `data.root` without a prepared file."""
+and the run path: the `data` stage lists the folder, an `imagenet` run of `fit` streams from it
+(or from `data.root`), and the key table says when the folder is absent."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from common.config import ConfigError, DataConfig, RunConfig, resolve
-from common.data import prepare
-from common.datasets import DataError
+from common.data import load_prepared, prepare
+from common.datasets import DataError, read_split
 from common.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataModule
 from common.table import NOT_RUN, absent_folders, build_rows, to_markdown
 from common.training import fit, load_network
@@ -191,9 +192,13 @@ def imagenet_config(root: Path | None, **data) -> RunConfig:
     return resolve(params, paper="tiny_paper", arm="tiny", dataset="imagenet", seed=0)
 
 
-def test_fit_streams_an_imagenet_run_from_its_folder(image_root: Path, tmp_path: Path) -> None:
+def test_fit_streams_an_imagenet_run_from_the_folder_its_data_stage_listed(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "raw" / "imagenet")
+    prepare("imagenet", tmp_path / "raw", tmp_path / "imagenet.pt")  # the `data` stage
+    listing = load_prepared(tmp_path / "imagenet.pt")
+    assert (listing["root"], listing["num_classes"]) == (str(tmp_path / "raw" / "imagenet"), 2)
     out = tmp_path / "run"
-    metrics = fit(imagenet_config(image_root, test_curve_size=4), None, out)
+    metrics = fit(imagenet_config(None, test_curve_size=4), tmp_path / "imagenet.pt", out)
     assert (metrics["train_images"], metrics["test_images"], metrics["test_curve_images"]) == (
         6, 6, 4,
     )  # fmt: skip
@@ -202,6 +207,9 @@ def test_fit_streams_an_imagenet_run_from_its_folder(image_root: Path, tmp_path:
     assert (saved["input_shape"], saved["num_classes"]) == ([3, 224, 224], 2)
     network, config = load_network(out)
     assert config.dataset == "imagenet" and network.fc.out_features == 2
+    Image.new("RGB", (8, 8)).save(tmp_path / "raw" / "imagenet" / "val" / "cat" / "new.png")
+    with pytest.raises(DataError, match=r"has changed since the `data` stage listed it; re-run"):
+        fit(imagenet_config(None), tmp_path / "imagenet.pt", tmp_path / "stale")
 
 
 def test_imagenet_needs_its_folder_and_no_validation_split(tmp_path: Path) -> None:
@@ -212,7 +220,13 @@ def test_imagenet_needs_its_folder_and_no_validation_split(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"^data\.val_size: 10 must be 0 for imagenet"):
         imagenet_config(tmp_path, val_size=10)
     with pytest.raises(DataError, match=r"^imagenet: streamed from its ImageFolder directory"):
-        prepare("imagenet", tmp_path, tmp_path / "imagenet.pt", download=False)
+        read_split("imagenet", tmp_path, train=True)
+    absent = re.escape(str(tmp_path / "raw" / "imagenet"))
+    with pytest.raises(DataError, match=rf"^data\.root: {absent} does not exist"):
+        prepare("imagenet", tmp_path / "raw", tmp_path / "imagenet.pt")
+    assert not (tmp_path / "imagenet.pt").exists()
+    with pytest.raises(DataError, match=r"^data\.root: not set"):
+        fit(imagenet_config(None), None, tmp_path / "run")
 
 
 def test_a_prepared_data_set_needs_its_file(make_config, tmp_path: Path) -> None:
@@ -237,3 +251,7 @@ def test_table_rows_on_imagenet_say_when_its_folder_is_absent(tmp_path: Path) ->
     assert f"| — | {line} | {NOT_RUN} |" in to_markdown("T", [entry])
     make_image_folder(root)
     assert absent_folders(tmp_path, params) == {}
+    del params["profiles"]["paper"]["datasets"]["imagenet"]["data"]["root"]  # the data stage's
+    assert absent_folders(tmp_path, params) == {
+        "imagenet": "not run: imagenet folder not found at data/raw/imagenet (paper)"
+    }
