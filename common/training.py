@@ -342,9 +342,14 @@ def _selected_test_error(
     data: L.LightningDataModule,
     best: ModelCheckpoint | None,
 ) -> float:
-    """Test error of the selected epoch's weights on the whole test set, in one pass."""
-    ckpt = best.best_model_path if best is not None else None
-    [result] = trainer.test(module, data, ckpt_path=ckpt, weights_only=True, verbose=False)
+    """Test error of the selected epoch's weights on the whole test set, in one pass.
+
+    The weights only: `trainer.test(ckpt_path=...)` would also restore the callbacks' states from
+    that epoch, cutting the history back to the selected epoch."""
+    if best is not None:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"])
+    [result] = trainer.test(module, data, verbose=False)
     return result["selected_test_error"]
 
 

@@ -358,6 +358,19 @@ def test_test_curve_subset_reports_the_selected_weights_on_the_whole_test_set(
     assert (tmp_path / "curve" / "ckpt" / "best.ckpt").exists() is (select == "lowest_val")
 
 
+def test_testing_the_selected_epoch_keeps_the_whole_history(tmp_path, prepared_file, make_config):
+    """An epoch before the last is selected (after epoch 1 the LR jumps 1000-fold and training
+    breaks down); testing its weights must not cut the history, the epoch count or the training
+    time back to that epoch."""
+    schedule = {"epochs": 3, "milestones": [1], "gamma": 1000.0}
+    config = make_config(select="lowest_val", schedule=schedule, data={"test_curve_size": 50})
+    metrics = fit(config, prepared_file, tmp_path)
+    rows = read_history(tmp_path)
+    assert metrics["selected_epoch"] < 3 and metrics["epochs"] == len(rows) == 3
+    assert metrics["final_train_error"] == pytest.approx(rows[-1]["train_error"], abs=1e-3)
+    assert metrics["train_time_s"] == pytest.approx(sum(r["train_time_s"] for r in rows))
+
+
 class CountingNet(nn.Module):
     """A linear classifier that reports the images it has seen since its last report."""
 
