@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig, build_model
 from common.console import console_callbacks, silence_noise, watched
-from common.data import ImageDataModule
+from common.data import ImageDataModule, load_prepared
 from common.datasets import DATASETS
 from common.imagefolder import ImageFolderDataModule
 from common.io import atomic_write_json, atomic_write_text, short_error
@@ -396,8 +396,9 @@ def load_network(run_dir: Path) -> tuple[nn.Module, RunConfig]:
 
 def data_module(config: RunConfig, data_file: Path | None) -> L.LightningDataModule:
     """The run's data: a folder set streamed from `data.root`, else the prepared `data_file`."""
-    if DATASETS[config.dataset].folder:
-        return ImageFolderDataModule.from_config(config.data, config.optim.batch_size)
+    if DATASETS[config.dataset].folder:  # its listing, from the `data` stage, is optional
+        listing = load_prepared(data_file) if data_file is not None else None
+        return ImageFolderDataModule.from_config(config.data, config.optim.batch_size, listing)
     if data_file is None:
         raise ConfigError(f"data: {config.dataset} needs its prepared file (--data data/*.pt)")
     return ImageDataModule(data_file, config.data, config.optim.batch_size)
