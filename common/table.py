@@ -70,7 +70,12 @@ def active_runs(paper_dir: Path, params: dict[str, Any]) -> list[Run]:
 
 
 def _seeds(runs: list[dict], arm: str, dataset: str, metric: str) -> dict[int, float]:
-    return {r["seed"]: r[metric] for r in runs if r["arm"] == arm and r["dataset"] == dataset}
+    """metric per seed of an arm on a data set; a run that did not measure it is left out (e.g.
+    an analysis the profile's network is too shallow for), so the row reads "not run"."""
+    return {
+        r["seed"]: r[metric]
+        for r in runs if (r["arm"], r["dataset"]) == (arm, dataset) and metric in r
+    }  # fmt: skip
 
 
 def _run_values(ours: dict[str, Any], runs: list[dict], dataset: str) -> dict[int, float]:

@@ -153,6 +153,7 @@ def test_saving_row():
 def test_missing_runs_are_not_run_in_this_profile():
     entry = only_row(value_row(), [run("b", 0, test_error=6.0)])
     assert entry["verdict"] == NOT_RUN == "not run in this profile"
+    assert only_row(value_row(), [run("a", 0)])["verdict"] == NOT_RUN  # the metric not measured
     assert entry["ours"] is None and entry["how"] == ""
     entry = only_row(difference_row(direction="lower"), [run("a", 0, test_error=1.0)])
     assert entry["verdict"] == NOT_RUN
