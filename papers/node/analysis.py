@@ -12,7 +12,8 @@ one's are counted.
 
 `python -m papers.node.analysis fig3 ...`: on each trained ODE-Net, at every tolerance of a list,
 (a) test error, (b) forward wall time against forward NFE, (c) backward NFE against forward NFE
-(one training step per batch, adjoint). Fig. 3 (d), NFE over training, is the runs' history.
+(one training step per batch, adjoint); (d) NFE over training is the run's history, of which it
+writes the growth (forward NFE per step, last epoch − first).
 
 Both write one JSON per (arm, dataset, seed) in the schema of a run's metrics.json (paper,
 profile, arm, dataset, seed, then the measurements).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import statistics
 import subprocess
@@ -38,7 +40,7 @@ from torch import nn
 from common.config import ConfigError, load_params, number, resolve
 from common.datasets import DataError
 from common.io import atomic_write_json
-from common.results import run_name
+from common.results import read_history, run_name
 from papers.node.model import ODENet, ResNet, RKNet
 
 MEMORY_ARMS = ("resnet", "rk_net", "ode_net")
@@ -71,10 +73,10 @@ def feature_layers(arm: str, length: int, channels: int) -> nn.Module:
     return (RKNet if arm == "rk_net" else ODENet)(channels, **solver).features
 
 
-def training_step_mib(arm: str, length: int, channels: int, batch_size: int) -> float:
-    """Peak memory of one forward + backward step of the feature layers on their 6x6 input,
-    kernels and gradients warmed up first."""
-    torch.manual_seed(0)
+def training_step_mib(arm: str, length: int, channels: int, batch_size: int, seed: int) -> float:
+    """Peak memory of one forward + backward step of the feature layers (initialised by `seed`)
+    on their 6x6 input, kernels and gradients warmed up first."""
+    torch.manual_seed(seed)
     layers = feature_layers(arm, length, channels)
 
     def step(n: int) -> None:
@@ -85,11 +87,13 @@ def training_step_mib(arm: str, length: int, channels: int, batch_size: int) -> 
     return peak_mib(lambda: step(batch_size))
 
 
-def memory_series(arm: str, series: list[int], channels: int, batch_size: int) -> list[float]:
+def memory_series(
+    arm: str, series: list[int], channels: int, batch_size: int, seed: int
+) -> list[float]:
     """`training_step_mib` at every L of `series`, in a fresh process started so that it can
     measure (one thread: the measurement, not the speed)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    args = ["probe", arm, str(channels), str(batch_size), *map(str, series)]
+    args = ["probe", arm, str(channels), str(batch_size), str(seed), *map(str, series)]
     out = subprocess.run(
         [sys.executable, "-m", "papers.node.analysis", *args],
         env=env, capture_output=True, text=True, check=True,
@@ -135,17 +139,18 @@ def run_memory(params: dict[str, Any], out_dir: Path) -> None:
     channels = resolve(params, paper="node", arm="ode_net", dataset=dataset, seed=0).model.get(
         "channels", 64
     )
-    for arm in MEMORY_ARMS:
-        mib = memory_series(arm, series, channels, settings["batch_size"])
+    # Once per seed (the layers' initialisation): the table compares the growth against the
+    # spread of repeated measurements, as it does for trained metrics.
+    for arm, seed in itertools.product(MEMORY_ARMS, params["seeds"]):
+        mib = memory_series(arm, series, channels, settings["batch_size"], seed)
         result = {
-            **identity(params, arm, dataset, 0), "series": series, "memory_mib": mib,
+            **identity(params, arm, dataset, seed), "series": series, "memory_mib": mib,
             "channels": channels, "batch_size": settings["batch_size"],
             "memory_mib_per_l": slope(series, mib), "memory_ratio": mib[-1] / mib[0],
         }  # fmt: skip
-        print(
-            f"{arm}: " + ", ".join(f"L={n} {m:.1f} MiB" for n, m in zip(series, mib, strict=True))
-        )
-        atomic_write_json(out_dir / f"{run_name(arm, dataset, 0)}.json", result)
+        points = ", ".join(f"L={n} {m:.1f} MiB" for n, m in zip(series, mib, strict=True))
+        print(f"{arm} s{seed}: {points}")
+        atomic_write_json(out_dir / f"{run_name(arm, dataset, seed)}.json", result)
 
 
 def _test_batches(config: Any, data_file: Path, size: int, batch_size: int) -> list[tuple]:
@@ -182,7 +187,7 @@ def tolerance_point(model: ODENet, batches: list[tuple], tol: float) -> dict[str
 
 
 def run_fig3(params: dict[str, Any], dataset: str, seed: int, data: Path, runs: Path, out: Path):
-    """Fig. 3 (a)-(c) on the trained ODE-Net of (dataset, seed)."""
+    """Fig. 3 (a)-(c), and (d)'s growth, on the trained ODE-Net of (dataset, seed)."""
     settings = analysis_settings(params, "fig3")
     tolerances = settings.get("tolerances")
     if not isinstance(tolerances, list) or not tolerances:
@@ -198,11 +203,13 @@ def run_fig3(params: dict[str, Any], dataset: str, seed: int, data: Path, runs: 
     points = [tolerance_point(model, batches, tol) for tol in tolerances]
     series = {key: [p[key] for p in points] for key in points[0]}
     trained = points[min(range(len(points)), key=lambda i: abs(tolerances[i] - 1e-3))]
+    nfe = read_history(runs / config.name / "history.csv")["train_nfe_forward"]  # Fig. 3d
     result = {
         **identity(params, "ode_net", dataset, seed), **series,
         "test_images": sum(len(y) for _, y in batches),
         "nfe_backward_over_forward": trained["nfe_backward"] / trained["nfe_forward"],
         "seconds_per_nfe": slope(series["nfe_forward"], series["forward_s"]),
+        "nfe_growth": nfe[-1] - nfe[0],  # forward NFE per step, last epoch − first
     }  # fmt: skip
     for p in points:
         print(
@@ -228,12 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     fig3.add_argument("--runs", type=Path, required=True, help="the runs directory")
     probe = commands.add_parser("probe", help="(internal) one arm's memory series")
     probe.add_argument("arm", choices=MEMORY_ARMS)
-    probe.add_argument("numbers", type=int, nargs="+", help="CHANNELS BATCH L...")
+    probe.add_argument("numbers", type=int, nargs="+", help="CHANNELS BATCH SEED L...")
     args = parser.parse_args(argv)
     if args.command == "probe":
-        channels, batch, *series = args.numbers
+        channels, batch, seed, *series = args.numbers
         for length in series:
-            print(training_step_mib(args.arm, length, channels, batch), flush=True)
+            print(training_step_mib(args.arm, length, channels, batch, seed), flush=True)
         return
     try:
         params = load_params(args.params)
