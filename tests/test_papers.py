@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from ruamel.yaml import YAML
 from common.regime import check_regime
 
 REPO = Path(__file__).resolve().parents[1]
+MAX_FILE_BYTES = 1_000_000  # notebooks with figures stay under 300 kB; locks are text
 PAPERS = sorted(p.name for p in (REPO / "papers").iterdir() if (p / "__init__.py").is_file())
 
 
@@ -55,3 +57,16 @@ def test_layering_papers_use_common_never_the_reverse() -> None:
     for path in (REPO / "papers" / "resnet").glob("*.py"):  # the root paper extends none
         others = {m.split(".")[1] for m in _repo_imports(path) if m.startswith("papers.")}
         assert others <= {"resnet"}, path
+
+
+def test_git_holds_no_data_or_checkpoints() -> None:
+    """Data sets and checkpoints are DVC outputs: no tracked file is large or a tensor file."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+
+    def too_big(name: str) -> bool:
+        return (REPO / name).is_file() and (REPO / name).stat().st_size > MAX_FILE_BYTES
+
+    offenders = [n for n in tracked if n.endswith((".pt", ".ckpt", ".gz")) or too_big(n)]
+    assert not offenders, offenders
