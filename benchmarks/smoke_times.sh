@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Wall time of each paper's smoke `dvc repro` (and of a second, no-op one), in a fresh copy of the
+# committed tree set to the smoke profiles as tests/test_pipelines.py sets them: what each paper
+# adds to the test suite. Run from the repo root after ./setup.sh: benchmarks/smoke_times.sh
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+copy=$(mktemp -d)
+trap 'rm -rf "$copy"' EXIT
+git -C "$repo" archive HEAD | tar -x -C "$copy"
+cd "$copy" && ln -s "$repo/.venv" .venv && git init -q
+.venv/bin/python - <<'PY'
+from pathlib import Path
+
+import yaml
+
+def edit(path: Path, change) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+edit(Path("params.yaml"), lambda p: p["wandb"].update(mode="disabled"))
+for params in Path("papers").glob("*/params.yaml"):
+    edit(params, lambda p: p.update(profile="smoke", seeds=p["seeds"][:1]))
+PY
+export PATH="$copy/.venv/bin:/usr/local/bin:/usr/bin:/bin"
+seconds() { local start=$SECONDS; "$@" > /dev/null 2>&1; echo $((SECONDS - start)); }
+echo "data: $(seconds dvc repro data@fashion_mnist) s"
+for folder in papers/*/dvc.yaml; do
+  paper=$(basename "$(dirname "$folder")")
+  echo "$paper: smoke repro $(seconds dvc repro "papers/$paper") s, again $(seconds dvc repro "papers/$paper") s"
+done
