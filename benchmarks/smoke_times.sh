@@ -11,16 +11,11 @@ cd "$copy" && ln -s "$repo/.venv" .venv && git init -q
 .venv/bin/python - <<'PY'
 from pathlib import Path
 
-import yaml
+from tests.test_pipelines import _edit_yaml, _smoke  # the suite's own smoke settings
 
-def edit(path: Path, change) -> None:
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-edit(Path("params.yaml"), lambda p: p["wandb"].update(mode="disabled"))
+_edit_yaml(Path("params.yaml"), lambda p: p["wandb"].update(mode="disabled"))
 for params in Path("papers").glob("*/params.yaml"):
-    edit(params, lambda p: p.update(profile="smoke", seeds=p["seeds"][:1]))
+    _edit_yaml(params, _smoke)
 PY
 export PATH="$copy/.venv/bin:/usr/local/bin:/usr/bin:/bin"
 seconds() { local start=$SECONDS; "$@" > /dev/null 2>&1; echo $((SECONDS - start)); }
