@@ -55,6 +55,9 @@ class DataConfig:
     # Test images evaluated every epoch for the curves; None = all. With a subset, the reported
     # test error is one pass over the whole test set with the selected epoch's weights.
     test_curve_size: int | None = None
+    # Also evaluate the training set every epoch in evaluation mode (history `train_eval_error`):
+    # the training error without augmentation or batch norm's batch-to-batch noise.
+    eval_train: bool = False
     split_seed: int = 0  # the same validation split for every seed
     pad: int = 4  # translation by up to `pad` pixels: pad, then random crop
     padding_mode: str = "zeros"

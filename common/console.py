@@ -8,6 +8,7 @@ this project's users are filtered here, each by its exact text, so real warnings
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import warnings
@@ -60,11 +61,9 @@ class EpochLines(Callback):
         epoch = int(row["epoch"])
         elapsed = time.perf_counter() - self._start
         left = elapsed / max(epoch - self._first, 1) * (epochs - epoch)
-        errors = "  ".join(
-            f"{split} {row[f'{split}_error']:5.2f}%"
-            for split in ("train", "val", "test")
-            if row[f"{split}_error"] == row[f"{split}_error"]  # not NaN: this split was evaluated
-        )
+        splits = ("train", "train_eval", "val", "test")
+        found = ((split, row.get(f"{split}_error", math.nan)) for split in splits)
+        errors = "  ".join(f"{s} {e:5.2f}%" for s, e in found if not math.isnan(e))  # evaluated
         tqdm.write(
             f"epoch {epoch}/{epochs}  error: {errors}  lr {row['lr']:.3g}  "
             f"{_duration(elapsed)} elapsed, ~{_duration(left)} left",

@@ -177,7 +177,7 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         # Test error is logged every epoch beside validation error: the papers plot test curves
         # (on `test_curve_size` images when set, the whole test set once at the end).
-        sets = {"val": self.val_set, "test": self.test_curve_set}
+        sets = {"val": self.val_set, "test": self.test_curve_set, "train_eval": self.train_set}
         return [self._loader(sets[split], False) for split in self.eval_splits]
 
     def test_dataloader(self) -> DataLoader:
@@ -185,8 +185,10 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def eval_splits(self) -> tuple[str, ...]:
-        """The sets evaluated every epoch, in dataloader order (no validation set: test only)."""
-        return ("val", "test") if len(self.val_set) else ("test",)
+        """The sets evaluated every epoch, in dataloader order: validation (if any), test, and the
+        training set in evaluation mode with `data.eval_train`."""
+        splits = ("val", "test") if len(self.val_set) else ("test",)
+        return (*splits, "train_eval") if self.config.eval_train else splits
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], idx: int) -> tuple:
         images, labels = batch

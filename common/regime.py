@@ -14,7 +14,8 @@ on every finished run of the active profile, never chosen after the outcome:
 - `overfits`: final training error ≤ `max_train_error` (%) and test error − final training error
   ≥ `min_gap` (points);
 - `converged`: over the last `last_epochs` epochs, all at the final learning rate (after the last
-  drop), the training error moves by ≤ `tolerance` points (max − min).
+  drop), the training error moves by ≤ `tolerance` points (max − min); `metric: train_eval_error`
+  reads it in evaluation mode (`data.eval_train`), free of batch norm's batch-to-batch noise.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ CHECKS = {
     "overfits": ("max_train_error", "min_gap"),
     "converged": ("last_epochs", "tolerance"),
 }
+OPTIONAL = {"converged": {"metric": ("train_error", "train_eval_error")}}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ def check_regime(params: dict[str, Any]) -> None:
         if not isinstance(criterion, dict):
             raise ConfigError(f"{where}: must be a mapping with `check` and `arms`")
         check = choice(f"{where}.check", criterion.get("check"), CHECKS)
-        allowed = {"check", "arms", *CHECKS[check]}
+        options = OPTIONAL.get(check, {})
+        allowed = {"check", "arms", *CHECKS[check], *options}
         unknown = sorted(set(criterion) - allowed)
         if unknown:
             raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
@@ -65,6 +68,9 @@ def check_regime(params: dict[str, Any]) -> None:
             raise ConfigError(f"{where}.arms: {arms!r} must be a non-empty list of arms")
         for arm in arms:
             choice(f"{where}.arms", arm, params.get("networks", {}))
+        for key, values in options.items():
+            if key in criterion:
+                choice(f"{where}.{key}", criterion[key], values)
         for key in CHECKS[check]:
             number(f"{where}.{key}", criterion.get(key), minimum=1 if key == "last_epochs" else 0,
                    integer=key == "last_epochs")  # fmt: skip
@@ -89,14 +95,18 @@ def _overfits(criterion: dict[str, Any], runs: list[Run]) -> Finding:
 
 def _converged(criterion: dict[str, Any], runs: list[Run]) -> Finding:
     k, tolerance = criterion["last_epochs"], criterion["tolerance"]
+    metric = criterion.get("metric", "train_error")
+    if any(metric not in run.history for run in runs):
+        return Finding(f"{metric} recorded", False, f"no {metric} in the history (data.eval_train)")
     moves, long_enough, at_final_lr = [], True, True
     for run in runs:
-        errors, lrs = run.history["train_error"][-k:], run.history["lr"][-k:]
+        errors, lrs = run.history[metric][-k:], run.history["lr"][-k:]
         moves.append(max(errors) - min(errors))
         long_enough &= len(errors) == k
         at_final_lr &= len(set(lrs)) == 1
     holds = long_enough and at_final_lr and all(m <= tolerance for m in moves)
-    text = f"training error moves ≤ {tolerance:g} points over the last {k} epochs at the final LR"
+    what = "training error" + (" (evaluation mode)" if metric == "train_eval_error" else "")
+    text = f"{what} moves ≤ {tolerance:g} points over the last {k} epochs at the final LR"
     observed = f"moves {_list(moves)} points"
     observed += "" if long_enough else f"; fewer than {k} epochs"
     observed += "" if at_final_lr else "; the window spans an LR drop"

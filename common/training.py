@@ -41,6 +41,7 @@ HISTORY_FIELDS = (
     "epoch", "lr", "train_loss", "train_error", "val_loss", "val_error", "test_loss",
     "test_error", "train_time_s",
 )  # fmt: skip
+EVAL_TRAIN_FIELDS = ("train_eval_loss", "train_eval_error")
 
 
 class MultiStep:
@@ -229,6 +230,7 @@ class History(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         row = {k: metrics.get(k, float("nan")) for k in HISTORY_FIELDS}
+        row.update({k: metrics[k] for k in EVAL_TRAIN_FIELDS if k in metrics})  # data.eval_train
         for name in sorted(getattr(module, "model_metric_names", ())):  # after the fixed columns
             row[name] = metrics.get(f"{name}_epoch", metrics.get(name, float("nan")))
         train_time = self._train_time or time.perf_counter() - self._start

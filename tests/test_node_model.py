@@ -128,7 +128,7 @@ def test_bad_solver_arguments_are_one_line(args: dict, message: str) -> None:
 
 def _probe(code: str) -> float:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    script = f"import torch\nfrom papers.node.analysis import peak_mib\n{code}"
+    script = f"import torch\nfrom papers.node.probe import peak_mib\n{code}"
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
         check=True,

@@ -5,10 +5,8 @@ against L = residual blocks (ResNet) or fixed-grid RK4 steps (RK-Net, adjoint OD
 L in a series such as 1, 2, 4, 8: O(L) for ResNet and RK-Net, O(1) for the adjoint ODE-Net. The
 feature layers are measured alone, on their 6x6 input: in the whole network the backward pass
 through the 26x26 downsampling sets a peak of its own that hides them at small L.
-Each arm's series is measured in a fresh process, each point as the rise of its peak resident
-set (Linux VmHWM, reset before the step) over its resident set before the step, glibc told to map
-every buffer of 64 KiB or more on its own, so a freed tensor's pages leave the process and a new
-one's are counted.
+Each arm's series is measured by `papers.node.probe` in a fresh process, each point as the rise
+of its peak resident set (Linux VmHWM, reset before the step) over its resident set before it.
 
 `python -m papers.node.analysis fig3 ...`: on each trained ODE-Net, at every tolerance of a list,
 (a) test error, (b) forward wall time against forward NFE, (c) backward NFE against forward NFE
@@ -22,69 +20,24 @@ profile, arm, dataset, seed, then the measurements).
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from common.config import ConfigError, load_params, number, resolve
 from common.datasets import DataError
 from common.io import atomic_write_json
 from common.results import read_history, run_name
-from papers.node.model import ODENet, ResNet, RKNet
-
-MEMORY_ARMS = ("resnet", "rk_net", "ode_net")
-MiB = 2**20
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def peak_mib(step: Callable[[], Any]) -> float:
-    """MiB that the process's resident set rises by at the peak of `step()` (Linux only; start
-    the process with MALLOC_MMAP_THRESHOLD_ set, as `memory_point` does)."""
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = _status_kib("VmRSS")
-    step()
-    return (_status_kib("VmHWM") - before) / 1024
-
-
-def feature_layers(arm: str, length: int, channels: int) -> nn.Module:
-    """The part of the network that Table 1's memory column is about, at L = `length`: the
-    residual blocks, or the ODE block (the downsampling and the head add a constant)."""
-    if arm == "resnet":
-        return ResNet(channels, blocks=length).features
-    solver = {"method": "rk4", "steps": length}
-    return (RKNet if arm == "rk_net" else ODENet)(channels, **solver).features
-
-
-def training_step_mib(arm: str, length: int, channels: int, batch_size: int, seed: int) -> float:
-    """Peak memory of one forward + backward step of the feature layers (initialised by `seed`)
-    on their 6x6 input, kernels and gradients warmed up first."""
-    torch.manual_seed(seed)
-    layers = feature_layers(arm, length, channels)
-
-    def step(n: int) -> None:
-        h = torch.randn(n, channels, 6, 6, requires_grad=True)
-        layers(h).square().mean().backward()
-
-    step(2)  # first-call allocations (kernels, .grad buffers) are not activations
-    return peak_mib(lambda: step(batch_size))
+from papers.node.model import ODENet
+from papers.node.probe import MEMORY_ARMS
 
 
 def memory_series(
@@ -93,9 +46,9 @@ def memory_series(
     """`training_step_mib` at every L of `series`, in a fresh process started so that it can
     measure (one thread: the measurement, not the speed)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    args = ["probe", arm, str(channels), str(batch_size), str(seed), *map(str, series)]
+    args = [arm, str(channels), str(batch_size), str(seed), *map(str, series)]
     out = subprocess.run(
-        [sys.executable, "-m", "papers.node.analysis", *args],
+        [sys.executable, "-m", "papers.node.probe", *args],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return [float(v) for v in out.stdout.split()]
@@ -233,15 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     fig3.add_argument("--seed", type=int, required=True)
     fig3.add_argument("--data", type=Path, required=True, help="prepared data set (.pt)")
     fig3.add_argument("--runs", type=Path, required=True, help="the runs directory")
-    probe = commands.add_parser("probe", help="(internal) one arm's memory series")
-    probe.add_argument("arm", choices=MEMORY_ARMS)
-    probe.add_argument("numbers", type=int, nargs="+", help="CHANNELS BATCH SEED L...")
     args = parser.parse_args(argv)
-    if args.command == "probe":
-        channels, batch, seed, *series = args.numbers
-        for length in series:
-            print(training_step_mib(args.arm, length, channels, batch, seed), flush=True)
-        return
     try:
         params = load_params(args.params)
         torch.set_num_threads(1)  # wall times comparable on a shared machine
