@@ -55,9 +55,10 @@ class DataConfig:
     # Test images evaluated every epoch for the curves; None = all. With a subset, the reported
     # test error is one pass over the whole test set with the selected epoch's weights.
     test_curve_size: int | None = None
-    # Also evaluate the training set every epoch in evaluation mode (history `train_eval_error`):
-    # the training error without augmentation or batch norm's batch-to-batch noise.
-    eval_train: bool = False
+    # Also evaluate the training set in evaluation mode (history `train_eval_error`) in the last
+    # `eval_train_epochs` of schedule.epochs: the training error without augmentation or batch
+    # norm's batch-to-batch noise, where a regime criterion reads it (0: never).
+    eval_train_epochs: int = 0
     split_seed: int = 0  # the same validation split for every seed
     pad: int = 4  # translation by up to `pad` pixels: pad, then random crop
     padding_mode: str = "zeros"
@@ -77,6 +78,7 @@ class DataConfig:
         number("data.split_seed", self.split_seed, minimum=0, integer=True)
         number("data.pad", self.pad, minimum=0, integer=True)
         number("data.workers", self.workers, minimum=0, integer=True)
+        number("data.eval_train_epochs", self.eval_train_epochs, minimum=0, integer=True)
         for name in ("train_size", "test_size", "test_curve_size"):
             if getattr(self, name) is not None:
                 number(f"data.{name}", getattr(self, name), minimum=1, integer=True)

@@ -186,9 +186,9 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def eval_splits(self) -> tuple[str, ...]:
         """The sets evaluated every epoch, in dataloader order: validation (if any), test, and the
-        training set in evaluation mode with `data.eval_train`."""
+        training set in evaluation mode with `data.eval_train_epochs`."""
         splits = ("val", "test") if len(self.val_set) else ("test",)
-        return (*splits, "train_eval") if self.config.eval_train else splits
+        return (*splits, "train_eval") if self.config.eval_train_epochs else splits
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], idx: int) -> tuple:
         images, labels = batch

@@ -15,11 +15,13 @@ on every finished run of the active profile, never chosen after the outcome:
   ≥ `min_gap` (points);
 - `converged`: over the last `last_epochs` epochs, all at the final learning rate (after the last
   drop), the training error moves by ≤ `tolerance` points (max − min); `metric: train_eval_error`
-  reads it in evaluation mode (`data.eval_train`), free of batch norm's batch-to-batch noise.
+  reads it in evaluation mode (`data.eval_train_epochs` ≥ `last_epochs`), free of batch norm's
+  batch-to-batch noise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,18 +99,19 @@ def _converged(criterion: dict[str, Any], runs: list[Run]) -> Finding:
     k, tolerance = criterion["last_epochs"], criterion["tolerance"]
     metric = criterion.get("metric", "train_error")
     if any(metric not in run.history for run in runs):
-        return Finding(f"{metric} recorded", False, f"no {metric} in the history (data.eval_train)")
+        return Finding(f"{metric} recorded", False, f"no {metric} in the history")
     moves, long_enough, at_final_lr = [], True, True
     for run in runs:
         errors, lrs = run.history[metric][-k:], run.history["lr"][-k:]
-        moves.append(max(errors) - min(errors))
-        long_enough &= len(errors) == k
+        measured = [e for e in errors if not math.isnan(e)]  # NaN: an epoch that did not measure it
+        moves.append(max(measured) - min(measured) if measured else math.nan)
+        long_enough &= len(measured) == k
         at_final_lr &= len(set(lrs)) == 1
     holds = long_enough and at_final_lr and all(m <= tolerance for m in moves)
     what = "training error" + (" (evaluation mode)" if metric == "train_eval_error" else "")
     text = f"{what} moves ≤ {tolerance:g} points over the last {k} epochs at the final LR"
     observed = f"moves {_list(moves)} points"
-    observed += "" if long_enough else f"; fewer than {k} epochs"
+    observed += "" if long_enough else f"; fewer than {k} epochs of {metric}"
     observed += "" if at_final_lr else "; the window spans an LR drop"
     return Finding(text, holds, observed)
 

@@ -108,7 +108,11 @@ class Classifier(L.LightningModule):
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
     ):
-        split = self.trainer.datamodule.eval_splits[dataloader_idx]
+        data = self.trainer.datamodule
+        split = data.eval_splits[dataloader_idx]
+        epochs_left = self.trainer.max_epochs - self.current_epoch
+        if split == "train_eval" and epochs_left > data.config.eval_train_epochs:
+            return  # evaluated only in the last epochs, where the regime criterion reads it
         self._step(batch, split)
         self._log_model_metrics(split, on_step=False)
 

@@ -126,19 +126,18 @@ def test_bad_solver_arguments_are_one_line(args: dict, message: str) -> None:
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-def _probe(code: str) -> float:
+def test_memory_probe_sees_what_a_step_holds() -> None:
+    script = (
+        "import torch\nfrom papers.node.probe import peak_mib\n"
+        "print(peak_mib(lambda: torch.ones(64 * 2**18).sum()))\n"  # 64 MiB at its peak
+        "print(peak_mib(lambda: None))"
+    )
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    script = f"import torch\nfrom papers.node.probe import peak_mib\n{code}"
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
         check=True,
     )  # fmt: skip
-    return float(out.stdout.split()[-1])
-
-
-def test_memory_probe_sees_what_a_step_holds() -> None:
-    held = _probe("print(peak_mib(lambda: torch.ones(64 * 2**18).sum()))")  # 64 MiB at its peak
-    nothing = _probe("print(peak_mib(lambda: None))")
+    held, nothing = map(float, out.stdout.split())
     assert 60 <= held <= 72 and nothing < 4, (held, nothing)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from common.config import ConfigError
@@ -60,7 +62,27 @@ def test_converged_needs_a_plateau_at_the_final_lr() -> None:
     assert not finding.holds and finding.observed.endswith("; the window spans an LR drop")
     short = _run("constant", 0, [40, 4.8], [0.01, 0.01], 10.0)
     finding = evaluate(_regime(**CONVERGED), [short])[0]
-    assert not finding.holds and finding.observed.endswith("; fewer than 3 epochs")
+    assert not finding.holds and finding.observed.endswith("; fewer than 3 epochs of train_error")
+
+
+def test_converged_in_evaluation_mode_reads_that_column() -> None:
+    """`metric: train_eval_error`: the same plateau rule on the evaluation-mode training error;
+    a run that did not record it (no data.eval_train) does not hold."""
+    noisy = _run("constant", 0, [40, 20, 6.0, 4.0, 5.5], [0.1, 0.1, 0.01, 0.01, 0.01], 10.0)
+    assert not evaluate(_regime(**CONVERGED), [noisy])[0].holds
+    eval_mode = _regime(**CONVERGED, metric="train_eval_error")
+    [missing] = evaluate(eval_mode, [noisy])
+    assert not missing.holds and missing.observed.startswith("no train_eval_error in the history")
+    noisy.history["train_eval_error"] = [math.nan, math.nan, 5.0, 4.8, 4.6]  # the last 3 epochs
+    [finding] = evaluate(eval_mode, [noisy])
+    assert finding.holds and finding.observed == "moves 0.4 points"
+    noisy.history["train_eval_error"] = [math.nan, math.nan, math.nan, 4.8, 4.6]  # only 2
+    [finding] = evaluate(eval_mode, [noisy])
+    assert not finding.holds and finding.observed.endswith(
+        "; fewer than 3 epochs of train_eval_error"
+    )
+    assert finding.text.endswith("training error (evaluation mode) moves ≤ 1 points over the last "
+                                 "3 epochs at the final LR")  # fmt: skip
 
 
 def test_unfinished_or_missing_arm_does_not_hold() -> None:
@@ -80,6 +102,8 @@ def test_unfinished_or_missing_arm_does_not_hold() -> None:
         (_regime(**{**OVERFITS, "min_gap": -1}), "regime.criteria[0].min_gap: -1"),
         (_regime(**{**OVERFITS, "tolerance": 1}), "regime.criteria[0].tolerance: unknown key"),
         (_regime(**{**CONVERGED, "last_epochs": 0}), "regime.criteria[0].last_epochs: 0"),
+        (_regime(**{**CONVERGED, "metric": "test_error"}), "regime.criteria[0].metric: 'test_er"),
+        (_regime(**{**OVERFITS, "metric": "train_error"}), "regime.criteria[0].metric: unknown"),
     ],
 )
 def test_bad_regime_is_one_line_naming_the_field(regime, field: str) -> None:

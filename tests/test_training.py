@@ -18,6 +18,7 @@ from common.config import ConfigError, OptimConfig, ScheduleConfig, build_model
 from common.data import ImageDataModule
 from common.metrics import count_params
 from common.training import (
+    EVAL_TRAIN_FIELDS,
     HISTORY_FIELDS,
     Classifier,
     History,
@@ -397,6 +398,29 @@ def test_model_metrics_reach_the_history(tmp_path, prepared_file, make_config):
     for row in read_history(tmp_path):  # per-step means: 5 batches of 100; 100; 100 and 50
         assert (row["train_images"], row["val_images"]) == (100, 100)
         assert row["test_images"] == pytest.approx(150 / 2)
+
+
+def test_eval_train_is_the_final_network_on_the_unaugmented_training_set(
+    tmp_path, prepared_file, make_config
+):
+    """data.eval_train_epochs: in the last epochs, `train_eval_error` is that epoch's network on
+    every training image in evaluation mode (no crop or flip, batch norm's running statistics);
+    before them it is not computed."""
+    fit(make_config(data={"eval_train_epochs": 1}), prepared_file, tmp_path)
+    with open(tmp_path / "history.csv", newline="") as f:
+        header = f.readline().strip().split(",")
+    assert header == [*HISTORY_FIELDS, *EVAL_TRAIN_FIELDS]
+    network, config = load_network(tmp_path)
+    data = ImageDataModule(prepared_file, config.data, batch_size=50)
+    data.setup()
+    assert data.eval_splits == ("val", "test", "train_eval")
+    images, labels = data.on_after_batch_transfer(data.train_set[range(len(data.train_set))], 0)
+    with torch.no_grad():
+        error = (network(images).argmax(1) != labels).float().mean().item() * 100
+    rows = read_history(tmp_path)
+    assert len(rows) == 2 and math.isnan(rows[0]["train_eval_error"])
+    assert rows[-1]["train_eval_error"] == pytest.approx(error, abs=1e-3)
+    assert rows[-1]["train_eval_error"] != rows[-1]["train_error"]  # not the training-mode error
 
 
 def test_max_steps_mid_epoch_still_evaluates_the_final_model(tmp_path, prepared_file, make_config):
