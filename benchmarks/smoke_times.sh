@@ -2,6 +2,7 @@
 # Wall time of each paper's smoke `dvc repro` (and of a second, no-op one), in a fresh copy of the
 # committed tree set to the smoke profiles as tests/test_pipelines.py sets them: what each paper
 # adds to the test suite. Run from the repo root after ./setup.sh: benchmarks/smoke_times.sh
+# [paper...] (default: every paper).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 copy=$(mktemp -d)
@@ -20,7 +21,10 @@ PY
 export PATH="$copy/.venv/bin:/usr/local/bin:/usr/bin:/bin"
 seconds() { local start=$SECONDS; "$@" > /dev/null 2>&1; echo $((SECONDS - start)); }
 echo "data: $(seconds dvc repro data@fashion_mnist) s"
-for folder in papers/*/dvc.yaml; do
-  paper=$(basename "$(dirname "$folder")")
+papers=("$@")
+if [ ${#papers[@]} -eq 0 ]; then
+  for folder in papers/*/dvc.yaml; do papers+=("$(basename "$(dirname "$folder")")"); done
+fi
+for paper in "${papers[@]}"; do
   echo "$paper: smoke repro $(seconds dvc repro "papers/$paper") s, again $(seconds dvc repro "papers/$paper") s"
 done
