@@ -133,6 +133,13 @@ def test_bad_padding_mode(params):
     assert "reflect" in message and "zeros" in message
 
 
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_bad_eval_train_epochs(params, value):
+    params["profiles"]["default"]["data"]["eval_train_epochs"] = value
+    message = _config_error(params)
+    assert message.startswith(f"data.eval_train_epochs: {value!r} ") and "int" in message
+
+
 def test_bad_normalize(params):
     params["profiles"]["default"]["data"]["normalize"] = "zca"
     message = _config_error(params)
