@@ -185,8 +185,8 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def eval_splits(self) -> tuple[str, ...]:
-        """The sets evaluated every epoch, in dataloader order: validation (if any), test, and the
-        training set in evaluation mode with `data.eval_train_epochs`."""
+        """The evaluation loaders, in order: validation (if any) and test every epoch, then the
+        training set in evaluation mode with `data.eval_train_epochs` (its last epochs only)."""
         splits = ("val", "test") if len(self.val_set) else ("test",)
         return (*splits, "train_eval") if self.config.eval_train_epochs else splits
 

@@ -112,7 +112,10 @@ class Classifier(L.LightningModule):
         split = data.eval_splits[dataloader_idx]
         epochs_left = self.trainer.max_epochs - self.current_epoch
         if split == "train_eval" and epochs_left > data.config.eval_train_epochs:
-            return  # evaluated only in the last epochs, where the regime criterion reads it
+            # Computed only in the last epochs, where the regime criterion reads it; its loader
+            # still runs every epoch, drawing the same seeds: the training batches do not depend
+            # on data.eval_train_epochs.
+            return
         self._step(batch, split)
         self._log_model_metrics(split, on_step=False)
 
@@ -234,7 +237,7 @@ class History(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         row = {k: metrics.get(k, float("nan")) for k in HISTORY_FIELDS}
-        row.update({k: metrics[k] for k in EVAL_TRAIN_FIELDS if k in metrics})  # data.eval_train
+        row.update({k: metrics[k] for k in EVAL_TRAIN_FIELDS if k in metrics})  # its last epochs
         for name in sorted(getattr(module, "model_metric_names", ())):  # after the fixed columns
             row[name] = metrics.get(f"{name}_epoch", metrics.get(name, float("nan")))
         train_time = self._train_time or time.perf_counter() - self._start
