@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from xdist.scheduler import LoadScopeScheduling
 
 from common.config import RunConfig, merge, resolve
 from common.data import SPLITS, save_prepared
@@ -180,3 +182,33 @@ def run_modules() -> Callable[..., list[subprocess.CompletedProcess]]:
                     process.communicate()
 
     return run
+
+
+def work_unit(nodeid: str) -> str:
+    """What a test process takes at a time: a whole test file, except that each paper's
+    end-to-end tests (test_pipelines.py's, parametrized by paper) are a unit of their own: they
+    share that paper's smoke `dvc repro`, which the process runs when the first of them asks."""
+    file, _, test = nodeid.partition("::")
+    paper = re.fullmatch(r"\w+\[(\w+)\]", test)
+    return f"{file}::{paper[1]}" if file.endswith("tests/test_pipelines.py") and paper else file
+
+
+class WorkUnitScheduling(LoadScopeScheduling):
+    """xdist's `loadscope` on `work_unit`s, sent out in collection order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return work_unit(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> WorkUnitScheduling:
+    return WorkUnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Units with slow tests first, so that no test process is left with them when the other is
+    done; each unit's tests stay together and in order."""
+    units = [work_unit(item.nodeid) for item in items]
+    slow = {u for u, item in zip(units, items, strict=True) if item.get_closest_marker("slow")}
+    first = {u: i for i, u in reversed(list(enumerate(units)))}
+    order = sorted(range(len(items)), key=lambda i: (units[i] not in slow, first[units[i]], i))
+    items[:] = [items[i] for i in order]

@@ -1,8 +1,11 @@
 """Smoke `dvc repro` of each paper, typed as the README prints it, in a clean shell (nothing
-activated, only the system's PATH), in a temporary copy of the repo on tiny data."""
+activated, only the system's PATH), in a temporary copy of the repo on tiny data. Each paper's
+tests are one unit of work for the test processes (tests/conftest.py): a process runs a paper's
+pipeline, in its own copy of the repo, when the first of them asks for it."""
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -48,9 +51,10 @@ def _smoke(params: dict) -> None:
     params["seeds"] = params["seeds"][:1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the working tree's tracked files, every paper on its smoke profile."""
+    """A copy of the working tree's tracked files, every paper on its smoke profile (one a test
+    process)."""
     root = tmp_path_factory.mktemp("repo")
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -69,7 +73,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # it stale, it would reinstall the project editable from the copy, pointing the shared .venv
     # at a temporary folder. So bring it up to date here, from the working tree, first.
     if VENV.resolve() == (REPO / ".venv").resolve():
-        subprocess.run(["./setup.sh"], cwd=REPO, check=True, capture_output=True)
+        with (tmp_path_factory.getbasetemp().parent / "setup.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the test processes share the .venv
+            subprocess.run(["./setup.sh"], cwd=REPO, check=True, capture_output=True)
     (root / ".venv").symlink_to(VENV, target_is_directory=True)
     return root
 
@@ -91,15 +97,27 @@ def test_readme_command_is_the_main_job() -> None:
     assert README_COMMAND.endswith("dvc repro papers/stochastic_depth")
 
 
-@pytest.fixture(scope="module")
-def repros(repo: Path) -> dict[str, subprocess.CompletedProcess]:
-    """Each paper's pipeline, run by the README's command verbatim (with the paper's name)."""
-    main = "papers/stochastic_depth"
-    return {p: clean_shell(repo, README_COMMAND.replace(main, f"papers/{p}")) for p in PAPERS}
+class Repros(dict[str, subprocess.CompletedProcess]):
+    """Each paper's pipeline, run by the README's command verbatim (with the paper's name) the
+    first time a test asks for the paper."""
+
+    def __init__(self, repo: Path) -> None:
+        super().__init__()
+        self.repo = repo
+
+    def __missing__(self, paper: str) -> subprocess.CompletedProcess:
+        main = "papers/stochastic_depth"
+        self[paper] = clean_shell(self.repo, README_COMMAND.replace(main, f"papers/{paper}"))
+        return self[paper]
+
+
+@pytest.fixture(scope="session")
+def repros(repo: Path) -> Repros:
+    return Repros(repo)
 
 
 @pytest.mark.parametrize("paper", PAPERS)
-def test_repro_writes_key_table_then_runs_nothing(repo: Path, repros: dict, paper: str) -> None:
+def test_repro_writes_key_table_then_runs_nothing(repo: Path, repros: Repros, paper: str) -> None:
     first = repros[paper]
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     table = json.loads((repo / f"papers/{paper}/results/table.json").read_text())
@@ -135,7 +153,8 @@ def _assert_console_says_which_run_and_no_noise(
 
 
 @pytest.mark.parametrize("paper", PAPERS)
-def test_runs_have_expected_files(repo: Path, repros: dict, paper: str) -> None:
+def test_runs_have_expected_files(repo: Path, repros: Repros, paper: str) -> None:
+    assert repros[paper].returncode == 0
     params = yaml.safe_load((repo / "papers" / paper / "params.yaml").read_text())
     matrix = itertools.product(params["arms"], params["datasets"], params["seeds"])
     runs = sorted(p.name for p in (repo / "papers" / paper / "runs").iterdir())
@@ -147,11 +166,14 @@ def test_runs_have_expected_files(repo: Path, repros: dict, paper: str) -> None:
         assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + epochs
 
 
-def test_metrics_show_lists_every_run(repo: Path, repros: dict) -> None:
+@pytest.mark.parametrize("paper", PAPERS)
+def test_metrics_show_lists_the_runs(repo: Path, repros: Repros, paper: str) -> None:
+    assert repros[paper].returncode == 0
     metrics = dvc(repo, "metrics", "show", "--json")
-    assert metrics.returncode == 0
-    for paper in PAPERS:
-        assert f"papers/{paper}/runs/" in metrics.stdout and "test_error" in metrics.stdout
+    assert metrics.returncode == 0, metrics.stderr[-2000:]
+    files = json.loads(metrics.stdout)[""]["data"]  # a paper not run yet has "error" entries
+    runs = [name for name in files if name.startswith(f"papers/{paper}/runs/")]
+    assert runs and all("test_error" in files[name]["data"] for name in runs), runs
 
 
 def test_unknown_paper_is_a_clear_error(repo: Path) -> None:
@@ -161,7 +183,8 @@ def test_unknown_paper_is_a_clear_error(repo: Path) -> None:
 
 
 @pytest.mark.parametrize("paper", PAPERS)
-def test_notebook_redraws_the_runs(repo: Path, repros: dict, paper: str, tmp_path: Path) -> None:
+def test_notebook_redraws_the_runs(repo: Path, repros: Repros, paper: str, tmp_path: Path) -> None:
+    assert repros[paper].returncode == 0
     outputs = execute_notebook(REPO / "notebooks" / f"{paper}.ipynb", repo / "papers" / paper,
                                tmp_path / "out.ipynb")  # fmt: skip
     assert [o for o in outputs if "image/png" in o.get("data", {})]
@@ -231,7 +254,7 @@ def _add_dummy_paper(root: Path) -> None:
     shutil.copy2(REPO / "notebooks/resnet.ipynb", root / "notebooks/dummy.ipynb")
 
 
-def test_a_new_paper_is_one_folder(repo: Path, repros: dict, tmp_path: Path) -> None:
+def test_a_new_paper_is_one_folder(repo: Path, tmp_path: Path) -> None:
     from tests.test_dvc_deps import missing_deps
 
     (repo / "notebooks").mkdir(exist_ok=True)

@@ -5,8 +5,9 @@ against L = residual blocks (ResNet) or fixed-grid RK4 steps (RK-Net, adjoint OD
 L in a series such as 1, 2, 4, 8: O(L) for ResNet and RK-Net, O(1) for the adjoint ODE-Net. The
 feature layers are measured alone, on their 6x6 input: in the whole network the backward pass
 through the 26x26 downsampling sets a peak of its own that hides them at small L.
-Each arm's series is measured by `papers.node.probe` in a fresh process, each point as the rise
-of its peak resident set (Linux VmHWM, reset before the step) over its resident set before it.
+Each (arm, seed)'s series is measured by `papers.node.probe` in a fresh process, each point as
+the rise of its peak resident set (Linux VmHWM, reset before the step) over its resident set
+before it; the processes run two at a time on two cores, as each reads only its own.
 
 `python -m papers.node.analysis fig3 ...`: on each trained ODE-Net, at every tolerance of a list,
 (a) test error, (b) forward wall time against forward NFE, (c) backward NFE against forward NFE
@@ -26,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +44,24 @@ from papers.node.probe import MEMORY_ARMS
 
 
 def memory_series(
-    arm: str, series: list[int], channels: int, batch_size: int, seed: int
-) -> list[float]:
-    """`training_step_mib` at every L of `series`, in a fresh process started so that it can
-    measure (one thread: the measurement, not the speed)."""
+    jobs: list[tuple[str, int]], series: list[int], channels: int, batch_size: int
+) -> Iterator[list[float]]:
+    """`training_step_mib` at every L of `series` for each (arm, seed) of `jobs`, in order, each
+    in a fresh process started so that it can measure (one thread: the measurement, not the
+    speed). As many processes run at once as there are cores: each reads its own resident set."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    args = [arm, str(channels), str(batch_size), str(seed), *map(str, series)]
-    out = subprocess.run(
-        [sys.executable, "-m", "papers.node.probe", *args],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return [float(v) for v in out.stdout.split()]
+
+    def probe(job: tuple[str, int]) -> list[float]:
+        arm, seed = job
+        args = [arm, str(channels), str(batch_size), str(seed), *map(str, series)]
+        out = subprocess.run(
+            [sys.executable, "-m", "papers.node.probe", *args],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return [float(v) for v in out.stdout.split()]
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        yield from pool.map(probe, jobs)
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -94,8 +104,9 @@ def run_memory(params: dict[str, Any], out_dir: Path) -> None:
     )
     # Once per seed (the layers' initialisation): the table compares the growth against the
     # spread of repeated measurements, as it does for trained metrics.
-    for arm, seed in itertools.product(MEMORY_ARMS, params["seeds"]):
-        mib = memory_series(arm, series, channels, settings["batch_size"], seed)
+    jobs = list(itertools.product(MEMORY_ARMS, params["seeds"]))
+    measured = memory_series(jobs, series, channels, settings["batch_size"])
+    for (arm, seed), mib in zip(jobs, measured, strict=True):
         result = {
             **identity(params, arm, dataset, seed), "series": series, "memory_mib": mib,
             "channels": channels, "batch_size": settings["batch_size"],

@@ -1,9 +1,10 @@
 """Peak training memory of the feature layers at L blocks or RK4 steps (Table 1's memory column).
 
 `python -m papers.node.probe ARM CHANNELS BATCH SEED L...` prints one figure per L. It runs in a
-fresh process per arm, started by `papers.node.analysis.memory_series` with glibc told to map every
-buffer of 64 KiB or more on its own, so a freed tensor's pages leave the process and a new one's
-are counted; it imports only torch and the models, so a process starts in about half the time.
+fresh process per arm and seed, started by `papers.node.analysis.memory_series` with glibc told
+to map every buffer of 64 KiB or more on its own, so a freed tensor's pages leave the process and
+a new one's are counted; it imports only torch and the models, so a process starts in about half
+the time.
 """
 
 from __future__ import annotations
