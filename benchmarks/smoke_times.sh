@@ -5,6 +5,9 @@
 # [paper...] (default: every paper).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+for paper in "$@"; do
+  [ -f "$repo/papers/$paper/dvc.yaml" ] || { echo "smoke_times: no papers/$paper/dvc.yaml" >&2; exit 2; }
+done
 copy=$(mktemp -d)
 trap 'rm -rf "$copy"' EXIT
 git -C "$repo" archive HEAD | tar -x -C "$copy"

@@ -1,8 +1,14 @@
-"""The throughput benchmark runs end to end (tiny settings) and reports every pipeline."""
+"""The benchmarks: throughput end to end (tiny settings), the slow-class flag, bad input."""
 
+import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from benchmarks.throughput import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_throughput_benchmark_reports_all_pipelines(capsys) -> None:
@@ -32,3 +38,11 @@ def test_slow_class_flag_limits_to_avx2_and_fp32(capfd, monkeypatch) -> None:
     assert "[None, None, None]" in capfd.readouterr().out
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     assert resolve_precision("auto", "cpu") == "32-true"
+
+
+@pytest.mark.parametrize("script", ["suite_cost.sh", "smoke_times.sh"])
+def test_paper_benchmarks_reject_an_unknown_paper_in_one_line(script: str) -> None:
+    result = subprocess.run(
+        [REPO / "benchmarks" / script, "no_such_paper"], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "papers/no_such_paper" in result.stderr
