@@ -80,6 +80,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def readme_command(paper: str) -> str:
+    """The README's main command, verbatim, for `paper`."""
+    return README_COMMAND.replace("papers/stochastic_depth", f"papers/{paper}")
+
+
 def clean_shell(repo: Path, command: str) -> subprocess.CompletedProcess:
     """`command` in bash with a new user's environment: HOME and the system PATH, nothing else."""
     env = ["env", "-i", f"HOME={os.environ['HOME']}", f"PATH={CLEAN_PATH}"]
@@ -106,8 +111,7 @@ class Repros(dict[str, subprocess.CompletedProcess]):
         self.repo = repo
 
     def __missing__(self, paper: str) -> subprocess.CompletedProcess:
-        main = "papers/stochastic_depth"
-        self[paper] = clean_shell(self.repo, README_COMMAND.replace(main, f"papers/{paper}"))
+        self[paper] = clean_shell(self.repo, readme_command(paper))
         return self[paper]
 
 
@@ -127,7 +131,7 @@ def test_repro_writes_key_table_then_runs_nothing(repo: Path, repros: Repros, pa
     assert ran and all("fashion_mnist" in r["how"] for r in ran)
     assert "| Verdict |" in first.stdout  # the root stage prints the key table
     _assert_console_says_which_run_and_no_noise(first, paper)
-    main = README_COMMAND.replace("papers/stochastic_depth", f"papers/{paper}")
+    main = readme_command(paper)
     again = [
         clean_shell(repo, f"source .venv/bin/activate && {main}"),  # the same, once activated
         *(dvc(repo, *args) for args in (["repro", "-R", f"papers/{paper}"],
@@ -260,7 +264,7 @@ def test_a_new_paper_is_one_folder(repo: Path, tmp_path: Path) -> None:
     (repo / "notebooks").mkdir(exist_ok=True)
     _add_dummy_paper(repo)
     assert missing_deps(repo) == []
-    result = clean_shell(repo, README_COMMAND.replace("papers/stochastic_depth", "papers/dummy"))
+    result = clean_shell(repo, readme_command("dummy"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "| Test error, wide − narrow [fashion_mnist] |" in result.stdout
     outputs = execute_notebook(repo / "notebooks/dummy.ipynb", repo / "papers/dummy",
