@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from common.config import ConfigError, build_model
 from common.metrics import count_params
 from papers.node.model import MLP, ODEBlock, ODENet, ResNet, RKNet
+from papers.node.probe import MMAP_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,25 +128,62 @@ def test_bad_solver_arguments_are_one_line(args: dict, message: str) -> None:
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-def test_memory_probe_sees_what_a_step_holds() -> None:
-    script = (
-        "import torch\nfrom papers.node.probe import peak_mib\n"
-        "print(peak_mib(lambda: torch.ones(64 * 2**18).sum()))\n"  # 64 MiB at its peak
-        "print(peak_mib(lambda: None))"
-    )
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+PROBE_SCRIPT = """
+import torch
+from papers.node.probe import peak_mib, training_step_mib
+print(peak_mib(lambda: torch.ones(64 * 2**18).sum()), peak_mib(lambda: None))  # 64 MiB, nothing
+for arm in ("resnet", "rk_net", "ode_net"):
+    print(*(training_step_mib(arm, length, 8, 64, 0) for length in (2, 8)))
+"""
+
+
+@pytest.fixture(scope="module")
+def probed() -> list[list[float]]:
+    """PROBE_SCRIPT's figures, from a process started as dvc.yaml starts the memory stage."""
+    env = {**os.environ, **MMAP_ENV, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", PROBE_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
         check=True,
     )  # fmt: skip
-    held, nothing = map(float, out.stdout.split())
+    return [[float(v) for v in line.split()] for line in out.stdout.splitlines()]
+
+
+def test_memory_probe_sees_what_a_step_holds(probed: list[list[float]]) -> None:
+    held, nothing = probed[0]
     assert 60 <= held <= 72 and nothing < 4, (held, nothing)
 
 
-def test_memory_grows_with_depth_only_without_the_adjoint() -> None:
-    from papers.node.analysis import memory_series
-
-    jobs = [(arm, 0) for arm in ("resnet", "rk_net", "ode_net")]
-    resnet, rk, adjoint = memory_series(jobs, [1, 4], 8, 64)
-    assert resnet[1] > resnet[0] + 0.5 and rk[1] > rk[0] + 2 * (resnet[1] - resnet[0])
+def test_memory_grows_with_depth_only_without_the_adjoint(probed: list[list[float]]) -> None:
+    resnet, rk, adjoint = probed[1:]
+    assert resnet[1] > resnet[0] + 1 and rk[1] > rk[0] + 2 * (resnet[1] - resnet[0])
     assert abs(adjoint[1] - adjoint[0]) < 0.5, adjoint
+
+
+def test_memory_needs_the_mmap_threshold(monkeypatch, tmp_path: Path, capsys) -> None:
+    from papers.node import analysis
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        analysis.main(["memory", "--params", str(REPO / "papers/node/params.yaml"),
+                       "--out", str(tmp_path / "memory")])  # fmt: skip
+    assert str(exit_.value) == (
+        "error: memory: start the process with MALLOC_MMAP_THRESHOLD_=65536, as dvc.yaml does"
+    )
+    assert not (tmp_path / "memory").exists()
+
+
+def test_memory_batch_too_small_to_count_is_one_line(tmp_path: Path) -> None:
+    from papers.node import analysis
+
+    params = yaml.safe_load((REPO / "papers/node/params.yaml").read_text())
+    params["profile"] = "smoke"  # 8 channels: activations of 64 KiB need 57 images
+    params["analysis"]["smoke"]["memory"]["batch_size"] = 56
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as exit_:
+        analysis.main(["memory", "--params", str(tmp_path / "params.yaml"),
+                       "--out", str(tmp_path / "memory")])  # fmt: skip
+    assert str(exit_.value) == (
+        "error: analysis.smoke.memory.batch_size: 56 must be >= 57 at 8 channels "
+        "(smaller activations are not counted)"
+    )
+    assert not (tmp_path / "memory").exists()

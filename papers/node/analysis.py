@@ -4,10 +4,9 @@
 against L = residual blocks (ResNet) or fixed-grid RK4 steps (RK-Net, adjoint ODE-Net; NFE = 4L),
 L in a series such as 1, 2, 4, 8: O(L) for ResNet and RK-Net, O(1) for the adjoint ODE-Net. The
 feature layers are measured alone, on their 6x6 input: in the whole network the backward pass
-through the 26x26 downsampling sets a peak of its own that hides them at small L.
-Each (arm, seed)'s series is measured by `papers.node.probe` in a fresh process, each point as
-the rise of its peak resident set (Linux VmHWM, reset before the step) over its resident set
-before it; the processes run two at a time on two cores, as each reads only its own.
+through the 26x26 downsampling sets a peak of its own that hides them at small L. Every point is
+measured by `papers.node.probe`, in this process, which must start with glibc told to map each
+large buffer on its own (`MMAP_ENV`, set by papers/node/dvc.yaml).
 
 `python -m papers.node.analysis fig3 ...`: on each trained ODE-Net, at every tolerance of a list,
 (a) test error, (b) forward wall time against forward NFE, (c) backward NFE against forward NFE
@@ -24,11 +23,8 @@ import argparse
 import itertools
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,28 +36,7 @@ from common.datasets import DataError
 from common.io import atomic_write_json
 from common.results import read_history, run_name
 from papers.node.model import ODENet
-from papers.node.probe import MEMORY_ARMS
-
-
-def memory_series(
-    jobs: list[tuple[str, int]], series: list[int], channels: int, batch_size: int
-) -> Iterator[list[float]]:
-    """`training_step_mib` at every L of `series` for each (arm, seed) of `jobs`, in order, each
-    in a fresh process started so that it can measure (one thread: the measurement, not the
-    speed). As many processes run at once as there are cores: each reads its own resident set."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-
-    def probe(job: tuple[str, int]) -> list[float]:
-        arm, seed = job
-        args = [arm, str(channels), str(batch_size), str(seed), *map(str, series)]
-        out = subprocess.run(
-            [sys.executable, "-m", "papers.node.probe", *args],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        return [float(v) for v in out.stdout.split()]
-
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        yield from pool.map(probe, jobs)
+from papers.node.probe import MEMORY_ARMS, MMAP_ENV, min_batch_size, training_step_mib
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -102,18 +77,26 @@ def run_memory(params: dict[str, Any], out_dir: Path) -> None:
     channels = resolve(params, paper="node", arm="ode_net", dataset=dataset, seed=0).model.get(
         "channels", 64
     )
+    batch_size, least = settings["batch_size"], min_batch_size(channels)
+    if batch_size < least:
+        raise ConfigError(
+            f"analysis.{params.get('profile', 'default')}.memory.batch_size: {batch_size} must be "
+            f">= {least} at {channels} channels (smaller activations are not counted)"
+        )
+    for name, value in MMAP_ENV.items():
+        if os.environ.get(name) != value:
+            raise ConfigError(f"memory: start the process with {name}={value}, as dvc.yaml does")
     # Once per seed (the layers' initialisation): the table compares the growth against the
     # spread of repeated measurements, as it does for trained metrics.
-    jobs = list(itertools.product(MEMORY_ARMS, params["seeds"]))
-    measured = memory_series(jobs, series, channels, settings["batch_size"])
-    for (arm, seed), mib in zip(jobs, measured, strict=True):
+    for arm, seed in itertools.product(MEMORY_ARMS, params["seeds"]):
+        mib = [training_step_mib(arm, n, channels, batch_size, seed) for n in series]
         result = {
             **identity(params, arm, dataset, seed), "series": series, "memory_mib": mib,
-            "channels": channels, "batch_size": settings["batch_size"],
+            "channels": channels, "batch_size": batch_size,
             "memory_mib_per_l": slope(series, mib), "memory_ratio": mib[-1] / mib[0],
         }  # fmt: skip
         points = ", ".join(f"L={n} {m:.1f} MiB" for n, m in zip(series, mib, strict=True))
-        print(f"{arm} s{seed}: {points}")
+        print(f"{arm} s{seed}: {points}", flush=True)
         atomic_write_json(out_dir / f"{run_name(arm, dataset, seed)}.json", result)
 
 
@@ -160,7 +143,7 @@ def run_fig3(params: dict[str, Any], dataset: str, seed: int, data: Path, runs: 
         if isinstance(tol, bool) or not isinstance(tol, int | float) or tol <= 0:
             raise ConfigError(f"analysis fig3.tolerances: {tol!r} must be a number > 0")
     config = resolve(params, paper="node", arm="ode_net", dataset=dataset, seed=seed)
-    from common.training import load_network  # Lightning: not in the memory probe's processes
+    from common.training import load_network  # imports Lightning: not needed for memory
 
     model, _ = load_network(runs / config.name)
     batches = _test_batches(config, data, settings.get("test_size", 1000), settings["batch_size"])

@@ -1,16 +1,15 @@
 """Peak training memory of the feature layers at L blocks or RK4 steps (Table 1's memory column).
 
-`python -m papers.node.probe ARM CHANNELS BATCH SEED L...` prints one figure per L. It runs in a
-fresh process per arm and seed, started by `papers.node.analysis.memory_series` with glibc told
-to map every buffer of 64 KiB or more on its own, so a freed tensor's pages leave the process and
-a new one's are counted; it imports only torch and the models, so a process starts in about half
-the time.
+Each figure is the rise of the process's peak resident set (Linux VmHWM, reset before the step)
+over its resident set before it. That counts a step's buffers only if glibc maps each one on its
+own, so that a freed tensor's pages leave the process and a new one's are counted: the process
+must start with MALLOC_MMAP_THRESHOLD_ set (`MMAP_ENV`), as papers/node/dvc.yaml starts it.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,14 @@ from torch import nn
 from papers.node.model import ODENet, ResNet, RKNet
 
 MEMORY_ARMS = ("resnet", "rk_net", "ode_net")
+MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # every buffer of 64 KiB or more mapped alone
+FEATURE_SIZE = 6  # the feature layers' input: 28x28 images downsampled twice
+
+
+def min_batch_size(channels: int) -> int:
+    """The smallest batch whose activations (fp32) glibc maps on their own, so they are counted."""
+    threshold = int(MMAP_ENV["MALLOC_MMAP_THRESHOLD_"])
+    return math.ceil(threshold / (4 * channels * FEATURE_SIZE**2))
 
 
 def _status_kib(field: str) -> int:
@@ -31,8 +38,7 @@ def _status_kib(field: str) -> int:
 
 
 def peak_mib(step: Callable[[], Any]) -> float:
-    """MiB that the process's resident set rises by at the peak of `step()` (Linux only; start
-    the process with MALLOC_MMAP_THRESHOLD_ set, as `memory_series` does)."""
+    """MiB that the process's resident set rises by at the peak of `step()` (Linux only)."""
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     before = _status_kib("VmRSS")
@@ -56,22 +62,8 @@ def training_step_mib(arm: str, length: int, channels: int, batch_size: int, see
     layers = feature_layers(arm, length, channels)
 
     def step(n: int) -> None:
-        h = torch.randn(n, channels, 6, 6, requires_grad=True)
+        h = torch.randn(n, channels, FEATURE_SIZE, FEATURE_SIZE, requires_grad=True)
         layers(h).square().mean().backward()
 
     step(2)  # first-call allocations (kernels, .grad buffers) are not activations
     return peak_mib(lambda: step(batch_size))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("arm", choices=MEMORY_ARMS)
-    parser.add_argument("numbers", type=int, nargs="+", help="CHANNELS BATCH SEED L...")
-    args = parser.parse_args(argv)
-    channels, batch, seed, *series = args.numbers
-    for length in series:
-        print(training_step_mib(args.arm, length, channels, batch, seed), flush=True)
-
-
-if __name__ == "__main__":
-    main()
