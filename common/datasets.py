@@ -17,14 +17,12 @@ import tarfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import scipy.io
 import torch
-from torchvision import datasets as tvd
-from torchvision.datasets import utils as tvu
 
 
 class DataError(Exception):
@@ -57,14 +55,24 @@ RAW_ROOT = Path("data/raw")  # the `data` stage's raw files, `RAW_ROOT/<name>` (
 # Searched after `root` for Fashion-MNIST; Debian's dataset-fashion-mnist package installs here.
 FASHION_MNIST_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
 
-_IDX_SOURCES = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}
-_CIFAR_SOURCES = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
 _CIFAR_LABEL_KEYS = {"cifar10": "labels", "cifar100": "fine_labels"}
 
-# filename -> md5 of the pickled CIFAR files; a file is unpickled only if its md5 is listed here.
-CIFAR_MD5: dict[str, dict[str, str]] = {
-    name: dict(source.train_list + source.test_list) for name, source in _CIFAR_SOURCES.items()
-}
+
+def _source(name: str) -> Any:
+    """torchvision's record of a set's files (URLs, md5s). Imported when first needed: importing
+    torchvision takes seconds, which a process that needs only `DATASETS` does not pay."""
+    from torchvision import datasets as tvd
+
+    classes = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10,
+               "cifar100": tvd.CIFAR100, "svhn": tvd.SVHN}  # fmt: skip
+    return classes[name]
+
+
+def cifar_md5(name: str) -> dict[str, str]:
+    """filename -> md5 of the pickled CIFAR files; a file is unpickled only if its md5 is listed."""
+    source = _source(name)
+    return dict(source.train_list + source.test_list)
+
 
 # md5s an IDX file may have, by dataset and file name: torchvision's published md5 of each .gz
 # file, and for Fashion-MNIST the md5 of each file's IDX content (decompressed), measured on
@@ -81,16 +89,15 @@ _IDX_CONTENT_MD5 = {
 }
 
 
-def _idx_md5s(name: str) -> dict[str, set[str]]:
+@cache
+def idx_md5(name: str) -> dict[str, set[str]]:
     """filename -> md5s of the file or of its IDX content that `_read_idx` accepts."""
     content = _IDX_CONTENT_MD5.get(name, {})
     known = {stem: {md5} for stem, md5 in content.items()}
-    for filename, md5 in _IDX_SOURCES[name].resources:
+    for filename, md5 in _source(name).resources:
         known[filename] = {md5, *known.get(filename.removesuffix(".gz"), ())}
     return known
 
-
-IDX_MD5: dict[str, dict[str, set[str]]] = {name: _idx_md5s(name) for name in _IDX_SOURCES}
 
 # What a failed download raises: URLError/HTTPError are OSErrors, a bad md5 is a RuntimeError.
 _DOWNLOAD_ERRORS = (OSError, RuntimeError, tarfile.TarError)
@@ -107,15 +114,15 @@ def read_split(
     """Images uint8 (N, C, H, W) and labels int64 (N,) of the train or test split of `name`.
 
     `root` holds the dataset's raw files; missing ones are downloaded there if `download`.
-    `checksums` (filename -> md5) replaces `CIFAR_MD5[name]` for the pickled CIFAR files.
+    `checksums` (filename -> md5) replaces `cifar_md5(name)` for the pickled CIFAR files.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset: {name!r} is not one of {', '.join(sorted(DATASETS))}")
     if DATASETS[name].folder:
         raise DataError(f"{name}: streamed from its ImageFolder directory (data.root), not read")
     root = Path(root)
-    if name in _CIFAR_SOURCES:
-        md5s = CIFAR_MD5[name] if checksums is None else checksums
+    if name in _CIFAR_LABEL_KEYS:
+        md5s = cifar_md5(name) if checksums is None else checksums
         images, labels = _read_cifar(name, root, train, download, md5s)
     elif checksums is not None:
         raise ValueError(f"{name}: checksums apply to the pickled CIFAR files only")
@@ -193,13 +200,13 @@ _IDX_UBYTE = 0x08
 
 def _read_idx(name: str, path: Path, ndim: int) -> np.ndarray:
     """The `ndim`-d uint8 array stored in IDX file `path` (gzip-compressed if it ends in .gz),
-    whose file or content md5 must be one `IDX_MD5` knows for its name, where it knows any."""
+    whose file or content md5 must be one `idx_md5` knows for its name, where it knows any."""
     try:
         raw = path.read_bytes()
         data = gzip.decompress(raw) if path.suffix == ".gz" else raw
     except (OSError, EOFError, zlib.error) as e:
         raise _fail(name, path, f"cannot read: {e}") from None
-    known = IDX_MD5.get(name, {}).get(path.name, set())
+    known = idx_md5(name).get(path.name, set())
     md5s = {hashlib.md5(raw).hexdigest(), hashlib.md5(data).hexdigest()}
     if known and not known & md5s:
         expected = " or ".join(sorted(known))
@@ -233,7 +240,9 @@ def _locate_idx(dirs: Sequence[Path], stems: Sequence[str]) -> list[Path] | None
 
 
 def _download_idx(name: str, root: Path, stems: Sequence[str]) -> None:
-    source = _IDX_SOURCES[name]
+    from torchvision.datasets import utils as tvu
+
+    source = _source(name)
     md5s = dict(source.resources)
     for filename in (f"{stem}.gz" for stem in stems if _find_idx(root, stem) is None):
         urls = [mirror + filename for mirror in source.mirrors]
@@ -295,13 +304,15 @@ def _parse_cifar_batch(name: str, path: Path, data: bytes) -> tuple[np.ndarray, 
 def _read_cifar(
     name: str, root: Path, train: bool, download: bool, checksums: Mapping[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    source = _CIFAR_SOURCES[name]
+    source = _source(name)
     folder = root / source.base_folder
     files = [filename for filename, _ in (source.train_list if train else source.test_list)]
     expected = [f"{source.base_folder}/{filename}" for filename in files]
     if not all((folder / filename).is_file() for filename in files):
         if not download:
             raise _missing(name, [root], expected)
+        from torchvision.datasets import utils as tvu
+
         fetch = partial(tvu.download_and_extract_archive, download_root=root, md5=source.tgz_md5)
         _download(name, [source.url], root / source.filename, fetch)
         if not all((folder / filename).is_file() for filename in files):
@@ -316,12 +327,20 @@ def _read_cifar(
 
 # ---- SVHN ----
 
-# loadmat reports damaged files through assorted exception types (v7.3 files: NotImplementedError).
-_MAT_ERRORS = (OSError, ValueError, IndexError, NotImplementedError, scipy.io.matlab.MatReadError)
-
 
 def _read_svhn(root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    url, filename, md5 = tvd.SVHN.split_list["train" if train else "test"]
+    import scipy.io
+    from torchvision.datasets import utils as tvu
+
+    # loadmat reports damaged files by assorted exception types (v7.3: NotImplementedError)
+    mat_errors = (
+        OSError,
+        ValueError,
+        IndexError,
+        NotImplementedError,
+        scipy.io.matlab.MatReadError,
+    )
+    url, filename, md5 = _source("svhn").split_list["train" if train else "test"]
     path = root / filename
     if not path.is_file():
         if not download:
@@ -330,7 +349,7 @@ def _read_svhn(root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.
         _download("svhn", [url], path, fetch)
     try:
         mat = scipy.io.loadmat(path, variable_names=("X", "y"))
-    except _MAT_ERRORS as e:
+    except mat_errors as e:
         raise _fail("svhn", path, f"cannot read: {e}") from None
     if "X" not in mat or "y" not in mat:
         raise _fail("svhn", path, "lacks the 'X' or 'y' variable")

@@ -31,7 +31,7 @@ def no_fashion_mnist_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the installed Fashion-MNIST from standing in for the files a test builds or omits,
     and the published md5s from refusing the small IDX files a test builds under their names."""
     monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", ())
-    monkeypatch.setattr(datasets, "IDX_MD5", {})
+    monkeypatch.setattr(datasets, "idx_md5", lambda name: {})
 
 
 def md5(path: Path) -> str:

@@ -20,6 +20,7 @@ profile, arm, dataset, seed, then the measurements).
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import statistics
@@ -86,6 +87,7 @@ def run_memory(params: dict[str, Any], out_dir: Path) -> None:
     for name, value in MMAP_ENV.items():
         if os.environ.get(name) != value:
             raise ConfigError(f"memory: start the process with {name}={value}, as dvc.yaml does")
+    gc.freeze()  # the imports' objects: each measurement's gc.collect() then skips them
     # Once per seed (the layers' initialisation): the table compares the growth against the
     # spread of repeated measurements, as it does for trained metrics.
     for arm, seed in itertools.product(MEMORY_ARMS, params["seeds"]):
