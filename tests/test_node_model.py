@@ -159,31 +159,29 @@ def test_memory_grows_with_depth_only_without_the_adjoint(probed: list[list[floa
     assert abs(adjoint[1] - adjoint[0]) < 0.5, adjoint
 
 
-def test_memory_needs_the_mmap_threshold(monkeypatch, tmp_path: Path, capsys) -> None:
+def _memory_error(params: Path, out: Path) -> str:
+    """What `analysis memory` exits with, having written nothing."""
     from papers.node import analysis
 
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     with pytest.raises(SystemExit) as exit_:
-        analysis.main(["memory", "--params", str(REPO / "papers/node/params.yaml"),
-                       "--out", str(tmp_path / "memory")])  # fmt: skip
-    assert str(exit_.value) == (
+        analysis.main(["memory", "--params", str(params), "--out", str(out)])
+    assert not out.exists()
+    return str(exit_.value)
+
+
+def test_memory_needs_the_mmap_threshold(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert _memory_error(REPO / "papers/node/params.yaml", tmp_path / "memory") == (
         "error: memory: start the process with MALLOC_MMAP_THRESHOLD_=65536, as dvc.yaml does"
     )
-    assert not (tmp_path / "memory").exists()
 
 
 def test_memory_batch_too_small_to_count_is_one_line(tmp_path: Path) -> None:
-    from papers.node import analysis
-
     params = yaml.safe_load((REPO / "papers/node/params.yaml").read_text())
     params["profile"] = "smoke"  # 8 channels: activations of 64 KiB need 57 images
     params["analysis"]["smoke"]["memory"]["batch_size"] = 56
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(SystemExit) as exit_:
-        analysis.main(["memory", "--params", str(tmp_path / "params.yaml"),
-                       "--out", str(tmp_path / "memory")])  # fmt: skip
-    assert str(exit_.value) == (
+    assert _memory_error(tmp_path / "params.yaml", tmp_path / "memory") == (
         "error: analysis.smoke.memory.batch_size: 56 must be >= 57 at 8 channels "
         "(smaller activations are not counted)"
     )
-    assert not (tmp_path / "memory").exists()

@@ -20,14 +20,14 @@ from torch import nn
 from papers.node.model import ODENet, ResNet, RKNet
 
 MEMORY_ARMS = ("resnet", "rk_net", "ode_net")
-MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # every buffer of 64 KiB or more mapped alone
+MMAP_THRESHOLD = 65536  # bytes: glibc maps every buffer this large or larger on its own
+MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
 FEATURE_SIZE = 6  # the feature layers' input: 28x28 images downsampled twice
 
 
 def min_batch_size(channels: int) -> int:
     """The smallest batch whose activations (fp32) glibc maps on their own, so they are counted."""
-    threshold = int(MMAP_ENV["MALLOC_MMAP_THRESHOLD_"])
-    return math.ceil(threshold / (4 * channels * FEATURE_SIZE**2))
+    return math.ceil(MMAP_THRESHOLD / (4 * channels * FEATURE_SIZE**2))
 
 
 def _status_kib(field: str) -> int:
