@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import json
 import re
 import types
@@ -84,6 +85,29 @@ class DataConfig:
                 number(f"data.{name}", getattr(self, name), minimum=1, integer=True)
 
 
+def check_sizes(data: DataConfig, train_images: int, test_images: int, dataset: str) -> None:
+    """ConfigError naming the size field that asks for more images than the data set holds
+    (a subset larger than the data would silently be all of it)."""
+    left = train_images - data.val_size
+    if left < 1:
+        raise ConfigError(
+            f"data.val_size: {data.val_size} must be less than the {train_images} training "
+            f"images of {dataset}"
+        )
+    limits = {
+        "train_size": (left, f"training images of {dataset} left after val_size {data.val_size}"),
+        "test_size": (test_images, f"test images of {dataset}"),
+        "test_curve_size": (
+            min(test_images, data.test_size or test_images),
+            f"test images of this run ({dataset})",
+        ),
+    }
+    for name, (limit, what) in limits.items():
+        size = getattr(data, name)
+        if size is not None and size > limit:
+            raise ConfigError(f"data.{name}: {size} exceeds the {limit} {what} (omit it for all)")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """SGD with momentum, as every paper here uses (dampening 0)."""
@@ -143,6 +167,9 @@ class TrainerConfig:
     num_nodes: int = 1
     precision: str = "auto"  # auto: bf16-mixed where the hardware has it, else 32-true
     channels_last: bool = True
+    # Intra-op CPU threads: fixed, not inherited from the machine, as the count changes the
+    # numbers (reductions split differently); part of the run's digest.
+    threads: int = 2
     limit_train_batches: int | float | None = None  # smoke runs only; None: every batch
     limit_val_batches: int | float | None = None
 
@@ -156,6 +183,7 @@ class TrainerConfig:
                 f"trainer.devices: {d!r} must be a count >= 1, -1 or 'auto' (all), or ids '0,1'"
             )
         number("trainer.num_nodes", self.num_nodes, minimum=1, integer=True)
+        number("trainer.threads", self.threads, minimum=1, integer=True)
         choice("trainer.precision", self.precision, PRECISIONS)
 
 
@@ -194,6 +222,8 @@ class RunConfig:
                 f"data.val_size: {self.data.val_size} must be 0 for {self.dataset} "
                 "(its val/ folder is the test set; there is no validation split)"
             )
+        if info.train_images:  # a prepared set: its sizes are known before it is read
+            check_sizes(self.data, info.train_images, info.test_images, self.dataset)
         build_model(self.model, info.shape[0], info.num_classes)  # its arguments, checked now
 
     @property
@@ -288,15 +318,39 @@ def _is_a(value: Any, kind: type) -> bool:
     return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
-def load_params(path: Path) -> dict[str, Any]:
-    """A params file as a mapping; its absence or a YAML syntax error is one line."""
-    if not path.is_file():
-        raise ConfigError(f"params: {path} does not exist")
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} given twice in one mapping (line {line})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; its absence, a syntax error or a duplicate key is one line
+    `<what>: <path> ...`."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{what}: {path} does not exist")
     try:
-        params = yaml.safe_load(path.read_text()) or {}
+        return yaml.load(Path(path).read_text(), Loader=_UniqueKeys)
     except yaml.YAMLError as err:
         problem = " ".join(str(err).split())
-        raise ConfigError(f"params: {path} is not valid YAML: {problem}") from err
+        raise ConfigError(f"{what}: {path} is not valid YAML: {problem}") from err
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    """A params file as a mapping; its absence, a YAML syntax error or a duplicate key is one
+    line."""
+    params = load_yaml(path, "params") or {}
     if not isinstance(params, dict):
         raise ConfigError(f"params: {path} must hold a mapping of settings")
     return params
@@ -312,6 +366,11 @@ def check_matrix(params: dict[str, Any]) -> None:
         number("seeds", seed, minimum=0, integer=True)
     for dataset in params["datasets"]:
         choice("datasets", dataset, DATASETS)
+
+
+# What a profile must say itself (its data set or arm may): a silent default would train a run
+# of another length, batch or learning rate than the one the profile describes.
+REQUIRED = {"optim": ("batch_size", "lr"), "schedule": ("epochs",)}
 
 
 def resolve(
@@ -347,6 +406,14 @@ def resolve(
     unknown = set(run) - {"model", "select", "data", "optim", "schedule", "trainer", "wandb"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown section in profile {profile!r}")
+    for section, keys in REQUIRED.items():
+        for key in keys:
+            given = run.get(section) or {}
+            if isinstance(given, dict) and key not in given:  # not a mapping: _section says so
+                raise ConfigError(
+                    f"{section}.{key}: missing in profile {profile!r} for arm {arm!r} on "
+                    f"{dataset} (required: no default stands in for it)"
+                )
     return RunConfig(
         paper=paper,
         profile=profile,
@@ -365,3 +432,27 @@ def resolve(
 
 def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != key}
+
+
+def check_machine(trainer: TrainerConfig) -> None:
+    """ConfigError naming the trainer setting this machine cannot run (an accelerator it lacks,
+    more GPUs than it has) or Lightning does not know (a strategy), before anything trains."""
+    import torch  # here: the data and table processes read configurations without it
+
+    accelerator, gpus = trainer.accelerator, torch.cuda.device_count()
+    present = {
+        "gpu": gpus > 0, "cuda": gpus > 0, "mps": torch.backends.mps.is_available(),
+        "tpu": importlib.util.find_spec("torch_xla") is not None,
+    }  # fmt: skip
+    if not present.get(accelerator, True):
+        here = ", ".join(a for a in ACCELERATORS if present.get(a, True))
+        raise ConfigError(
+            f"trainer.accelerator: {accelerator!r} is not on this machine (allowed here: {here})"
+        )
+    devices = trainer.devices
+    if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > gpus:
+        raise ConfigError(f"trainer.devices: {devices} exceeds this machine's {gpus} GPU(s)")
+    if trainer.strategy != "auto":
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        choice("trainer.strategy", trainer.strategy, ["auto", *StrategyRegistry])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from common.config import ConfigError, DataConfig, choice
+from common.config import ConfigError, DataConfig, check_sizes, choice
 from common.datasets import DATASETS, RAW_ROOT, DataError, read_split
 from common.imagefolder import folder_listing
 from common.io import atomic_torch_save, short_error
@@ -143,6 +143,7 @@ class ImageDataModule(L.LightningDataModule):
         self.content_hash = data["sha256"]
         self.num_classes = int(data["num_classes"])
         images, labels = data["train_images"], data["train_labels"]
+        check_sizes(self.config, len(labels), len(data["test_labels"]), str(data["name"]))
         train_idx, val_idx = split_indices(
             len(labels), self.config.val_size, self.config.split_seed
         )

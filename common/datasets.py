@@ -35,16 +35,19 @@ class DatasetInfo:
     num_classes: int
     shape: tuple[int, int, int]  # (C, H, W); a folder set's training crop
     folder: bool = False  # streamed from an ImageFolder directory (data.root), never prepared
+    # Images in the official training and test sets (0: a folder set, counted when listed).
+    train_images: int = 0
+    test_images: int = 0
 
 
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("fashion_mnist", 10, (1, 28, 28)),
-        DatasetInfo("mnist", 10, (1, 28, 28)),
-        DatasetInfo("cifar10", 10, (3, 32, 32)),
-        DatasetInfo("cifar100", 100, (3, 32, 32)),
-        DatasetInfo("svhn", 10, (3, 32, 32)),
+        DatasetInfo("fashion_mnist", 10, (1, 28, 28), train_images=60000, test_images=10000),
+        DatasetInfo("mnist", 10, (1, 28, 28), train_images=60000, test_images=10000),
+        DatasetInfo("cifar10", 10, (3, 32, 32), train_images=50000, test_images=10000),
+        DatasetInfo("cifar100", 100, (3, 32, 32), train_images=50000, test_images=10000),
+        DatasetInfo("svhn", 10, (3, 32, 32), train_images=73257, test_images=26032),
         DatasetInfo("imagenet", 1000, (3, 224, 224), folder=True),
     )
 }

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from common.config import DataConfig
+from common.config import DataConfig, check_sizes
 from common.datasets import DataError, check_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -161,6 +161,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         self.num_classes = len(train.classes)
         s = self.subsets
+        check_sizes(s, len(train), len(test), Path(self.root).name)
         self.train_set = _subset(train, s.train_size, s.split_seed)
         self.test_set = _subset(test, s.test_size, s.split_seed)
         self.test_curve_set = _subset(self.test_set, s.test_curve_size, s.split_seed)

@@ -13,13 +13,13 @@ error, so a misspelt `tolerance` cannot silently become 0.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from numbers import Real
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from common.config import ConfigError, choice
+from common.config import ConfigError, choice, load_yaml
+from common.datasets import DATASETS
 
 ROW_KEYS = ("id", "name", "source", "published", "direction", "unit", "tolerance", "statistic")
 KINDS: dict[str, tuple[set[str], set[str]]] = {  # kind: (required keys, optional keys)
@@ -86,20 +86,37 @@ def _check_row(where: str, row: Any) -> None:
 
 def load_published(path: Path) -> dict[str, Any]:
     """`published.yaml` as {title, rows}, every row checked; a ConfigError names the bad field."""
-    if not Path(path).is_file():
-        raise ConfigError(f"paper: {path} does not exist")
-    try:
-        published = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    published = load_yaml(path, "paper") or {}
+    if not isinstance(published, dict):
+        raise ConfigError(f"published.yaml: {path} must hold a mapping with `title` and `rows`")
     for key in published:
         choice("published.yaml key", key, ("title", "rows"))
     if not isinstance(published.get("title"), str) or not isinstance(published.get("rows"), list):
         raise ConfigError("published.yaml: needs a `title` (text) and `rows` (a list)")
     ids = [row.get("id") if isinstance(row, dict) else None for row in published["rows"]]
     for i, row in enumerate(published["rows"]):
-        where = f"published.yaml rows[{i}]" + (f" ({row['id']})" if ids[i] else "")
-        _check_row(where, row)
+        _check_row(_where(i, row), row)
         if ids.count(ids[i]) > 1:
-            raise ConfigError(f"{where}.id: {ids[i]!r} is used by more than one row")
+            raise ConfigError(f"{_where(i, row)}.id: {ids[i]!r} is used by more than one row")
     return published
+
+
+def _where(i: int, row: Any) -> str:
+    name = row.get("id") if isinstance(row, dict) else None
+    return f"published.yaml rows[{i}]" + (f" ({name})" if name else "")
+
+
+def check_rows(published: dict[str, Any], networks: Collection[str], metrics: Collection[str]):
+    """ConfigError naming the row and field whose arm is not one of the paper's `networks`, whose
+    metric no run or analysis writes, or whose data set is unknown: each would otherwise read
+    "not run in this profile" in the table."""
+    for i, row in enumerate(published["rows"]):
+        ours, where = row["ours"], f"{_where(i, row)}.ours"
+        kind = ours_kind(ours)
+        if kind == "count":
+            continue
+        choice(f"{where}.metric", ours["metric"], metrics)
+        if ours["dataset"] != "*":
+            choice(f"{where}.dataset", ours["dataset"], DATASETS)
+        for arm in [ours["arm"]] if kind == "value" else ours[kind]:
+            choice(f"{where}.{'arm' if kind == 'value' else kind}", arm, networks)

@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import Any
 
 IDENTITY = ("paper", "profile", "arm", "dataset", "seed")  # the keys of a run's record
+# The numbers every training run writes to its metrics.json (common.training.fit), which a key
+# table's row may cite; a paper's analyses add theirs (its `checks.METRICS`).
+RUN_METRICS = (
+    "test_error", "val_error", "final_train_error", "final_test_error", "train_time_s",
+    "time_per_epoch_s", "epochs", "steps", "selected_epoch", "train_images", "test_images",
+    "test_curve_images", "params", "macs",
+)  # fmt: skip
 
 
 def run_name(arm: str, dataset: str, seed: int) -> str:

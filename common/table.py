@@ -25,12 +25,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.config import ConfigError, build_model, check_matrix, load_params, resolve
+from common.check import check_paper
+from common.config import ConfigError, build_model, resolve
 from common.datasets import DATASETS, RAW_ROOT, DataError, check_root
 from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
-from common.published import load_published
-from common.regime import Finding, check_regime, evaluate
+from common.regime import Finding, evaluate
 from common.results import Run, load_runs
 
 VERDICTS = (
@@ -103,10 +103,11 @@ def _how(runs: list[dict], dataset: str, arms: list[str]) -> str:
     first = chosen[0]
     seeds = sorted({r["seed"] for r in chosen})
     epochs = sorted({r["epochs"] for r in chosen})
+    threads = f", {first['threads']} CPU threads" if "threads" in first else ""  # since issue 18
     return (
         f"{first['profile']} profile, {dataset} ({first['train_images']} train images), "
         f"{'/'.join(map(str, epochs))} epochs, seeds {','.join(map(str, seeds))}, "
-        f"{first['precision']}, test error at {first['select'].replace('_', ' ')} epoch"
+        f"{first['precision']}{threads}, test error at {first['select'].replace('_', ' ')} epoch"
     )
 
 
@@ -261,14 +262,7 @@ def judge_regime(paper_dir: Path, params: dict[str, Any]) -> dict[str, Any] | No
 
 def write_table(paper_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     """Build the key table from `published.yaml` and the finished runs; write JSON + Markdown."""
-    published = load_published(Path(paper_dir) / "published.yaml")  # validated
-    params = load_params(Path(paper_dir) / "params.yaml")
-    check_matrix(params)
-    check_regime(params)
-    others = params.get("results_from", [])
-    for other in others if isinstance(others, list) else [others]:
-        if not isinstance(other, str) or not (Path(other) / "published.yaml").is_file():
-            raise ConfigError(f"results_from: {other!r} is not a paper folder (papers/<name>)")
+    params, published = check_paper(paper_dir)  # as the check stage did before training
     regime = judge_regime(paper_dir, params)
     in_regime = regime is None or regime["holds"]
     absent = absent_folders(paper_dir, params)

@@ -43,6 +43,7 @@ TINY_PARAMS: dict[str, Any] = {
                 "accelerator": "cpu",
                 "devices": 1,
                 "precision": "32-true",  # "auto" would pick bf16 on CPUs with avx512_bf16
+                "threads": 1,  # two test processes share the two cores
                 "channels_last": False,
             },
             "wandb": {"mode": "disabled"},
@@ -50,6 +51,8 @@ TINY_PARAMS: dict[str, Any] = {
         },
         "paper": {
             "model": {"class_path": "papers.resnet.model.CifarResNet"},
+            "optim": {"batch_size": 128, "lr": 0.1},
+            "schedule": {"epochs": 164},
             "datasets": {"cifar10": {}},
         },
     },

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from common import data, table, train
+from common import check, data, table, train
 from tests.conftest import REPO, child_env, merge
 
 SD = "papers.stochastic_depth.model.StochasticDepthResNet"
@@ -74,6 +74,34 @@ TRAIN_CASES: dict[str, tuple[Callable[[dict], None], str, list[str]]] = {
     "no profiles": (_drop("profiles"), "profiles: missing", ["default"]),
     "unknown profile": (_set("profile", "nope"), "profile: 'nope'", ["default, paper"]),
     "no seeds": (_set("seeds", []), "seeds: []", ["non-empty list"]),
+    # Issue 18: required fields are required; a subset larger than the data is an error.
+    "no schedule": (
+        lambda p: p["profiles"]["default"].pop("schedule"),
+        "schedule.epochs: missing in profile 'default'",
+        ["required"],
+    ),
+    "no lr": (
+        lambda p: p["profiles"]["default"]["optim"].pop("lr"),
+        "optim.lr: missing",
+        ["required"],
+    ),
+    "train_size beyond the data set": (
+        _network(data={"train_size": 100000}),
+        "data.train_size: 100000 exceeds the 59900 training images of fashion_mnist",
+        ["omit it"],
+    ),
+    "train_size beyond the prepared file": (
+        _network(data={"train_size": 550}),  # the tiny file: 600 - 100 for validation
+        "data.train_size: 550 exceeds the 500 training images",
+        [],
+    ),
+    "test_size beyond the data set": (
+        _network(data={"test_size": 50000}),
+        "data.test_size: 50000 exceeds the 10000 test images of fashion_mnist",
+        [],
+    ),
+    "threads 0": (_network(trainer={"threads": 0}), "trainer.threads: 0", [">= 1"]),
+    "strategy": (_network(trainer={"strategy": "bogus"}), "trainer.strategy: 'bogus'", ["ddp"]),
     "seed text": (_set("seeds", ["a"]), "seeds: 'a'", ["integer"]),
 }
 
@@ -117,6 +145,26 @@ def test_train_bad_setting(case, tmp_path, params, prepared_file, run_dir):
     before = _snapshot(tmp_path / "runs")
     message = _train(tmp_path, yaml.safe_dump(params), prepared_file, run_dir, start)
     assert all(f in message for f in fragments), message
+    assert _snapshot(tmp_path / "runs") == before
+
+
+def test_train_duplicate_key(tmp_path, params, prepared_file, run_dir):
+    """Issue 18: `lr: 0.05, lr: 0.5` trained at 0.5 over a finished run; now it is one line."""
+    text = yaml.safe_dump(params).replace("lr: 0.05", "lr: 0.05\n      lr: 0.5", 1)
+    assert yaml.safe_load(text)["profiles"]["default"]["optim"]["lr"] == 0.5  # PyYAML's last
+    before = _snapshot(tmp_path / "runs")
+    message = _train(tmp_path, text, prepared_file, run_dir, "params: ")
+    assert "key 'lr' given twice in one mapping" in message
+    assert _snapshot(tmp_path / "runs") == before
+
+
+def test_train_accelerator_absent_from_the_machine(tmp_path, params, prepared_file, run_dir,
+                                                   monkeypatch):  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    params["networks"]["tiny"]["trainer"] = {"accelerator": "gpu"}
+    before = _snapshot(tmp_path / "runs")
+    start = "trainer.accelerator: 'gpu' is not on this machine (allowed here: auto, cpu"
+    _train(tmp_path, yaml.safe_dump(params), prepared_file, run_dir, start)
     assert _snapshot(tmp_path / "runs") == before
 
 
@@ -186,34 +234,154 @@ def test_table_show_before_build(tmp_path):
     _one_line(table.main, ["show", paper], f"paper: no table in {paper / 'results'}")
 
 
+# ---- `common.check`: a paper's whole configuration, before anything runs (issue 18) ----
+
+
+def _row(i: int, **ours: Any) -> Callable[[dict], None]:
+    return lambda published: published["rows"][i]["ours"].update(ours)
+
+
+def _text(old: str, new: str) -> tuple[str, str]:
+    """An edit of the file's text (a duplicate key cannot be written through a dict)."""
+    return old, new
+
+
+# case -> (paper, file, edit of its YAML as a dict or (old, new) of its text, the error's start)
+CHECK_CASES: dict[str, tuple[str, str, Any, str]] = {
+    "published metric misspelt": (
+        "stochastic_depth", "published.yaml", _row(0, metric="test_eror"),
+        "published.yaml rows[0] (cifar10_constant).ours.metric: 'test_eror' is not one of",
+    ),
+    "published arm not a network": (
+        "stochastic_depth", "published.yaml", _row(0, arm="constnat"),
+        "published.yaml rows[0] (cifar10_constant).ours.arm: 'constnat' is not one of",
+    ),
+    "published difference arm": (
+        "stochastic_depth", "published.yaml", _row(7, saving=["stochastic", "const"]),
+        "published.yaml rows[7] (time_saving).ours.saving: 'const' is not one of",
+    ),
+    "published duplicate key": (
+        "stochastic_depth", "published.yaml", _text("    published: 27.0\n",
+                                                    "    published: 27.0\n    published: 50\n"),
+        "paper: papers/stochastic_depth/published.yaml is not valid YAML: key 'published' given "
+        "twice in one mapping (line 57)",
+    ),
+    "params duplicate key": (
+        "stochastic_depth", "params.yaml", _text("seeds: [0, 1, 2]", "seeds: [0, 1, 2]\nseeds: []"),
+        "params: papers/stochastic_depth/params.yaml is not valid YAML: key 'seeds' given twice",
+    ),
+    "regime arm": (
+        "stochastic_depth", "params.yaml",
+        lambda p: p["regime"]["criteria"][0].update(arms=["constnat"]),
+        "regime.criteria[0].arms: 'constnat' is not one of",
+    ),
+    "regime threshold": (
+        "stochastic_depth", "params.yaml",
+        lambda p: p["regime"]["criteria"][0].update(max_train_error="five"),
+        "regime.criteria[0].max_train_error: 'five'",
+    ),
+    "profile without schedule": (
+        "stochastic_depth", "params.yaml", lambda p: p["profiles"]["default"].pop("schedule"),
+        "schedule.epochs: missing in profile 'default' for arm 'constant'",
+    ),
+    "strategy": (
+        "stochastic_depth", "params.yaml",
+        lambda p: p["profiles"]["default"].update(trainer={"strategy": "dpp"}),
+        "trainer.strategy: 'dpp' is not one of",
+    ),
+    "delete_ks beyond the blocks": (
+        "resnets_as_ensembles", "params.yaml",
+        lambda p: p["analyses"]["default"].update(delete_ks=[1, 30]),
+        "analyses.default.delete_ks (arm resnet): 30 exceeds the 25 deletable blocks",
+    ),
+    "reorder_ks beyond the pairs": (
+        "resnets_as_ensembles", "params.yaml",
+        lambda p: p["analyses"]["default"].update(reorder_ks=[100]),
+        "analyses.default.reorder_ks (arm resnet): 100 exceeds the 92 swappable pairs",
+    ),
+    "fig3 tolerance": (
+        "node", "params.yaml", lambda p: p["analysis"]["default"]["fig3"].update(tolerances=[-1]),
+        "analysis fig3.tolerances: -1 must be a number > 0",
+    ),
+}  # fmt: skip
+
+
+def _edited_paper(root: Path, paper: str, file: str, edit: Any) -> Path:
+    """A copy of papers/<paper> under `root` (named so: its checks module is imported by
+    name), with `edit` applied to `file`."""
+    folder = root / "papers" / paper
+    shutil.copytree(REPO / "papers" / paper, folder, ignore=shutil.ignore_patterns(*OUTPUTS))
+    path = folder / file
+    if isinstance(edit, tuple):
+        old, new = edit
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
+    else:
+        content = yaml.safe_load(path.read_text())
+        edit(content)
+        path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return folder
+
+
+OUTPUTS = ("runs", "results", "__pycache__", "dvc.lock")
+
+
+@pytest.mark.parametrize("case", list(CHECK_CASES))
+def test_check_bad_setting(case, tmp_path, monkeypatch):
+    paper, file, edit, start = CHECK_CASES[case]
+    folder = _edited_paper(tmp_path, paper, file, edit)
+    monkeypatch.chdir(tmp_path)  # the stage's working directory: the repo root
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    _one_line(check.main, [f"papers/{paper}"], start)
+    assert not (folder / "results").exists()
+
+
+def test_check_passes_every_paper_as_committed(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    for paper in sorted(p.parent.name for p in REPO.glob("papers/*/published.yaml")):
+        check.check_runs(Path("papers") / paper, check.check_paper(Path("papers") / paper)[0], {})
+
+
 # ---- through `dvc repro`, in one temporary copy of the repo ----
 
 
-def _smoke_resnet(edit: Callable[[dict], None]) -> Callable[[dict], None]:
-    """The resnet paper on its smoke profile, one run, `edit` applied to that profile."""
-
-    def apply(params: dict) -> None:
-        params.update(profile="smoke", seeds=[0], arms=params["arms"][:1])
-        edit(params["profiles"]["smoke"])
-
-    return apply
+def _smoke(edit: Callable[[dict], None]) -> Callable[[dict], None]:
+    """An edit of papers/resnet/params.yaml's smoke profile."""
+    return lambda params: edit(params["profiles"]["smoke"])
 
 
-# case -> (edit of papers/resnet/params.yaml's smoke profile, the error line's start)
-DVC_CASES = {
-    "precision": (lambda p: p.update(trainer={"precision": "bogus"}), "trainer.precision: 'bogus'"),
+# case -> (file of papers/resnet, edit of it, the error's start)
+DVC_CASES: dict[str, tuple[str, Callable[[dict], None], str]] = {
+    "precision": (
+        "params.yaml", _smoke(lambda p: p.update(trainer={"precision": "bogus"})),
+        "trainer.precision: 'bogus'",
+    ),
     "milestones": (
-        lambda p: p["schedule"].update(milestones=[3, 2]),
+        "params.yaml", _smoke(lambda p: p["schedule"].update(milestones=[3, 2])),
         "schedule.milestones: [3, 2]",
     ),
-}
+    # Issue 18: before, these failed only in the table stage, after training.
+    "published metric": (
+        "published.yaml", lambda p: p["rows"][6]["ours"].update(metric="test_eror"),
+        "published.yaml rows[6] (cifar10_resnet20).ours.metric: 'test_eror'",
+    ),
+    "regime": (
+        "params.yaml", lambda p: p.update(regime={"claim": "x", "criteria": []}),
+        "regime.criteria: must be a non-empty list",
+    ),
+}  # fmt: skip
+
+# A finished run's outputs and the key table, which a typo must leave where they are.
+FINISHED = ("runs/resnet20-fashion_mnist-s0/metrics.json", "runs/resnet20-fashion_mnist-s0/"
+            "history.csv", "results/table.md")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def dvc_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """`dvc repro papers/resnet` per case, in one copy of the repo's code and pipelines."""
+def dvc_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, dict]]:
+    """`dvc repro papers/resnet` per case, in one copy of the repo's code and pipelines, over a
+    finished run's outputs: the result and what became of those outputs."""
     root = tmp_path_factory.mktemp("repo")
-    ignore = shutil.ignore_patterns("runs", "results", "__pycache__", "dvc.lock")
+    ignore = shutil.ignore_patterns(*OUTPUTS)
     for name in ("common", "papers/resnet"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
     for name in ("papers/__init__.py", "params.yaml", "dvc.yaml"):
@@ -221,22 +389,33 @@ def dvc_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess
     env = {**child_env(), "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
     dvc = [str(REPO / ".venv" / "bin" / "dvc")]
     subprocess.run([*dvc, "init", "-q", "--no-scm"], cwd=root, env=env, check=True)
-    params_file = root / "papers" / "resnet" / "params.yaml"
-    original = yaml.safe_load(params_file.read_text())
+    paper = root / "papers" / "resnet"
+    files = ("params.yaml", "published.yaml")
+    original = {name: yaml.safe_load((paper / name).read_text()) for name in files}
+    original["params.yaml"].update(profile="smoke", seeds=[0], arms=["resnet20"])  # one run
     results = {}
-    for case, (edit, _) in DVC_CASES.items():
-        params = copy.deepcopy(original)
-        _smoke_resnet(edit)(params)
-        params_file.write_text(yaml.safe_dump(params))
+    for case, (file, edit, _) in DVC_CASES.items():
+        for name, content in copy.deepcopy(original).items():
+            if name == file:
+                edit(content)
+            (paper / name).write_text(yaml.safe_dump(content))
+        for name in FINISHED:
+            (paper / name).parent.mkdir(parents=True, exist_ok=True)
+            (paper / name).write_text(f"{name} of a finished run\n")
         repro = [*dvc, "repro", "papers/resnet"]
-        results[case] = subprocess.run(repro, cwd=root, env=env, capture_output=True, text=True)
-    return {case: (result, root / "papers" / "resnet") for case, result in results.items()}
+        result = subprocess.run(repro, cwd=root, env=env, capture_output=True, text=True)
+        kept = {n: (paper / n).is_file() and (paper / n).read_text() for n in FINISHED}
+        results[case] = result, kept
+    return results
 
 
 @pytest.mark.parametrize("case", list(DVC_CASES))
 def test_dvc_repro_bad_setting(case, dvc_results):
-    result, paper = dvc_results[case]
+    """One line from the check stage, before any training stage ran or lost its outputs."""
+    result, kept = dvc_results[case]
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if "error: " in line]
-    assert len(lines) == 1 and lines[0].startswith(f"error: {DVC_CASES[case][1]}"), lines
-    assert not [p for p in (paper / "runs").rglob("*") if p.is_file()]
+    lines = [line for line in output.splitlines() if "error: " in line]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {DVC_CASES[case][2]}"), lines
+    assert "dvc.yaml:check'" in output and "dvc.yaml:train" not in output, output
+    assert kept == {name: f"{name} of a finished run\n" for name in FINISHED}

@@ -1,6 +1,7 @@
 """Every DVC stage lists, as deps, each repo module its command runs: the `python -m` module, what
 it imports (transitively, lazy imports included), and the modules its `class_path`s load — from
-the paper's params.yaml for training, from published.yaml for the key table. A missing dep leaves
+the paper's params.yaml for training and the check stage (with the paper's `checks.py`), from
+published.yaml for the key table. A missing dep leaves
 stale results that DVC reports as up to date."""
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def _yaml(path: Path) -> Any:
 def needed(root: Path, folder: Path, cmd: str) -> set[Path]:
     """The repo files a stage's command runs."""
     modules = set(re.findall(r"python3?\s+-m\s+([\w.]+)", cmd))
-    if "common.train" in modules:
+    if modules & {"common.train", "common.check"}:
         modules |= set(class_path_modules(_yaml(folder / "params.yaml")))
+    if modules & {"common.check", "common.table"} and (folder / "checks.py").is_file():
+        modules.add(f"papers.{folder.name}.checks")  # the paper's own checks, imported by name
     if re.search(r"common\.table\s+build", cmd):
         modules |= set(class_path_modules(_yaml(folder / "published.yaml")))
     return module_closure(root, modules)

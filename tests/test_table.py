@@ -246,7 +246,7 @@ def _paper_dir(root: Path, regime: dict[str, Any] | None = None) -> Path:
     paper.mkdir()
     published = {"title": "Tiny paper — Table 1", "rows": [value_row(), _params_row(0.27)]}
     (paper / "published.yaml").write_text(yaml.safe_dump(published, allow_unicode=True))
-    networks = {"networks": {"a": {}, "b": {}}, "regime": regime} if regime else {}
+    networks = {"networks": {"a": {}, "b": {}}} | ({"regime": regime} if regime else {})
     (paper / "params.yaml").write_text(yaml.safe_dump({**PARAMS, **networks}))
     finished = {"final_train_error": 2.0}
     _write_runs(paper / "runs", [run("a", 0, test_error=6.1, **finished),

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from common.config import ConfigError, OptimConfig, ScheduleConfig, build_model
 from common.data import ImageDataModule
 from common.metrics import count_params
+from common.results import RUN_METRICS
 from common.training import (
     EVAL_TRAIN_FIELDS,
     HISTORY_FIELDS,
@@ -204,6 +205,18 @@ def test_fit_writes_history_and_metrics(full_run, make_config):
     assert metrics["train_time_s"] == pytest.approx(sum(r["train_time_s"] for r in rows), 1e-4)
     assert metrics["time_per_epoch_s"] == pytest.approx(metrics["train_time_s"] / 2)
     assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["last.ckpt"]
+    assert metrics["threads"] == 1  # TINY_PARAMS' trainer.threads, in the table's "how obtained"
+    numbers = {k for k, v in metrics.items() if isinstance(v, int | float) and v is not True}
+    assert set(RUN_METRICS) <= set(metrics) and numbers - {"seed", "threads"} <= set(RUN_METRICS)
+
+
+def test_fit_runs_on_the_configured_threads_not_the_machines(full_run, tmp_path, prepared_file,
+                                                             make_config):  # fmt: skip
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)  # finished: fit only reloads it
+    torch.set_num_threads(2)
+    fit(make_config(), prepared_file, out)
+    assert torch.get_num_threads() == 1
 
 
 def test_load_network_rebuilds_the_trained_network(full_run, prepared_file, make_config):

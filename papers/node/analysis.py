@@ -67,7 +67,8 @@ def analysis_settings(params: dict[str, Any], name: str) -> dict[str, Any]:
     return settings
 
 
-def run_memory(params: dict[str, Any], out_dir: Path) -> None:
+def memory_settings(params: dict[str, Any]) -> tuple[list[int], int, int]:
+    """The memory series' values of L, channels and batch size, checked."""
     settings = analysis_settings(params, "memory")
     series = settings.get("series")
     if not isinstance(series, list) or len(series) < 2:
@@ -84,6 +85,24 @@ def run_memory(params: dict[str, Any], out_dir: Path) -> None:
             f"analysis.{params.get('profile', 'default')}.memory.batch_size: {batch_size} must be "
             f">= {least} at {channels} channels (smaller activations are not counted)"
         )
+    return series, channels, batch_size
+
+
+def fig3_settings(params: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+    """Fig. 3's settings and tolerances, checked."""
+    settings = analysis_settings(params, "fig3")
+    tolerances = settings.get("tolerances")
+    if not isinstance(tolerances, list) or not tolerances:
+        raise ConfigError(f"analysis fig3.tolerances: {tolerances!r} must be a non-empty list")
+    for tol in tolerances:
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or tol <= 0:
+            raise ConfigError(f"analysis fig3.tolerances: {tol!r} must be a number > 0")
+    return settings, tolerances
+
+
+def run_memory(params: dict[str, Any], out_dir: Path) -> None:
+    series, channels, batch_size = memory_settings(params)
+    dataset = params["datasets"][0]
     for name, value in MMAP_ENV.items():
         if os.environ.get(name) != value:
             raise ConfigError(f"memory: start the process with {name}={value}, as dvc.yaml does")
@@ -137,13 +156,7 @@ def tolerance_point(model: ODENet, batches: list[tuple], tol: float) -> dict[str
 
 def run_fig3(params: dict[str, Any], dataset: str, seed: int, data: Path, runs: Path, out: Path):
     """Fig. 3 (a)-(c), and (d)'s growth, on the trained ODE-Net of (dataset, seed)."""
-    settings = analysis_settings(params, "fig3")
-    tolerances = settings.get("tolerances")
-    if not isinstance(tolerances, list) or not tolerances:
-        raise ConfigError(f"analysis fig3.tolerances: {tolerances!r} must be a non-empty list")
-    for tol in tolerances:
-        if isinstance(tol, bool) or not isinstance(tol, int | float) or tol <= 0:
-            raise ConfigError(f"analysis fig3.tolerances: {tol!r} must be a number > 0")
+    settings, tolerances = fig3_settings(params)
     config = resolve(params, paper="node", arm="ode_net", dataset=dataset, seed=seed)
     from common.training import load_network  # imports Lightning: not needed for memory
 

@@ -66,6 +66,22 @@ def analysis_config(params: dict[str, Any], profile: str) -> AnalysisConfig:
     return AnalysisConfig(**block)
 
 
+def check_ks(model: Any, config: AnalysisConfig, where: str) -> None:
+    """ConfigError unless the sweeps fit the network: at most its deletable blocks deleted, at
+    most its pairs of same-shape blocks swapped (`where`: the settings and the arm, for the
+    message). A plain net has neither sweep."""
+    if not lesion.is_residual(model):
+        return
+    deletable = sum(not u.downsampling for u in lesion.lesion_units(model))
+    limits = {
+        "delete_ks": (config.delete_ks, deletable, "deletable blocks"),
+        "reorder_ks": (config.reorder_ks, len(lesion.swappable_pairs(model)), "swappable pairs"),
+    }
+    for name, (ks, limit, what) in limits.items():
+        if max(ks) > limit:
+            raise ConfigError(f"{where.format(name)}: {max(ks)} exceeds the {limit} {what}")
+
+
 def test_set(data_file: Path, data: DataConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` test images, normalised as in training (no augmentation), and labels."""
     from common.data import ImageDataModule  # Lightning: imported only when a stage runs
@@ -131,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         from common.training import load_network  # Lightning: after validation
 
         model, run_config = load_network(args.run)
+        check_ks(model, config, f"analyses.{metrics['profile']}.{{}} (arm {metrics['arm']})")
         n = max(config.test_images, config.sweep_images, config.gradient_images)
         images, labels = test_set(args.data, run_config.data, n)
         keys = ("paper", "profile", "arm", "dataset", "seed")
