@@ -37,6 +37,13 @@ def test_paper_folder_is_complete(paper: str) -> None:
     stage = root.get(f"papers/{paper}")
     assert stage, f"dvc.yaml has no stage papers/{paper} (so `dvc repro papers/{paper}` fails)"
     assert f"papers/{paper}/results/table.md" in stage["deps"]
+    stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
+    checked = f"papers/{paper}/results/checked.txt"  # the check stage first (issue 18)
+    assert stages["check"]["cmd"] == f"python -m common.check papers/{paper}"
+    assert [checked] == [
+        next(iter(o)) if isinstance(o, dict) else o for o in stages["check"]["outs"]
+    ]
+    assert checked in stages["train"]["deps"]
     assert f"dvc repro papers/{paper}" in (folder / "README.md").read_text()
     assert f"(papers/{paper}/README.md)" in (REPO / "README.md").read_text()  # linked
 
@@ -70,3 +77,12 @@ def test_git_holds_no_data_or_checkpoints() -> None:
 
     offenders = [n for n in tracked if n.endswith((".pt", ".ckpt", ".gz")) or too_big(n)]
     assert not offenders, offenders
+
+
+def test_readme_says_how_to_undo_a_failed_exp_run() -> None:
+    """A failed `dvc exp run -S` leaves its value in the params file (issue 18, item 9)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("dvc exp run papers/stochastic_depth -S") :]
+    section = section[: section.index("## ")]
+    assert "git checkout -- papers/<paper>/params.yaml params.yaml" in section
+    assert "git update-index --really-refresh" in section
