@@ -40,9 +40,7 @@ def test_paper_folder_is_complete(paper: str) -> None:
     stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
     checked = f"papers/{paper}/results/checked.txt"  # the check stage first (issue 18)
     assert stages["check"]["cmd"] == f"python -m common.check papers/{paper}"
-    assert [checked] == [
-        next(iter(o)) if isinstance(o, dict) else o for o in stages["check"]["outs"]
-    ]
+    assert [next(iter(out)) for out in stages["check"]["outs"]] == [checked]
     assert checked in stages["train"]["deps"]
     assert f"dvc repro papers/{paper}" in (folder / "README.md").read_text()
     assert f"(papers/{paper}/README.md)" in (REPO / "README.md").read_text()  # linked
