@@ -98,16 +98,29 @@ def _model_stat(ours: dict[str, Any]) -> float:
     return value * ours.get("scale", 1.0)
 
 
-def _how(runs: list[dict], dataset: str, arms: list[str]) -> str:
+# How each run metric is read off a run (a row citing another metric names it as it is).
+MEASURES = {
+    "test_error": "test error at the {select} epoch",
+    "final_test_error": "test error of the last epoch",
+    "final_train_error": "training error of the last epoch (training mode)",
+    "val_error": "validation error at the {select} epoch",
+    "train_time_s": "training wall time (evaluation excluded)",
+    "time_per_epoch_s": "training wall time per epoch (evaluation excluded)",
+}
+
+
+def _how(runs: list[dict], dataset: str, arms: list[str], metric: str) -> str:
     chosen = [r for r in runs if r["dataset"] == dataset and r["arm"] in arms]
     first = chosen[0]
     seeds = sorted({r["seed"] for r in chosen})
     epochs = sorted({r["epochs"] for r in chosen})
     threads = f", {first['threads']} CPU threads" if "threads" in first else ""  # since issue 18
+    select = first["select"].replace("_", " ").replace("lowest val", "lowest validation error")
+    measure = MEASURES.get(metric, f"`{metric}` of each run's analysis").format(select=select)
     return (
         f"{first['profile']} profile, {dataset} ({first['train_images']} train images), "
         f"{'/'.join(map(str, epochs))} epochs, seeds {','.join(map(str, seeds))}, "
-        f"{first['precision']}{threads}, test error at {first['select'].replace('_', ' ')} epoch"
+        f"{first['precision']}{threads}; {measure}"
     )
 
 
@@ -192,7 +205,7 @@ def build_rows(
             stat = row.get("statistic") if row.get("statistic") in ("best", "median") else "mean"
             summary = summarize(list(values.values()), stat)
             arms = [ours["arm"]] if "arm" in ours else ours.get("difference", ours.get("saving"))
-            how = _how(runs, dataset, arms)
+            how = _how(runs, dataset, arms, ours["metric"])
             verdict = _verdict(row, summary) if in_regime else INCONCLUSIVE
             rows.append(_entry(row, dataset, summary, how, verdict))
     return rows
@@ -276,16 +289,19 @@ def write_table(paper_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`build PAPER_DIR` writes PAPER_DIR/results/table.{json,md}; `show PAPER_DIR` prints it."""
+    """`build PAPER_DIR` writes PAPER_DIR/results/table.{json,md} (`dvc repro` prints it once,
+    from the root stage); `show PAPER_DIR` prints it."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("command", choices=("build", "show"))
     parser.add_argument("paper_dir", type=Path)
     args = parser.parse_args(argv)
     results = args.paper_dir / "results"
     try:
-        if args.command == "build":
-            write_table(args.paper_dir, results)
-        elif not (results / "table.md").is_file():
+        if args.command == "build":  # the root stage `papers/<paper>` prints it, once
+            rows = write_table(args.paper_dir, results)
+            print(f"key table: {results / 'table.md'} ({len(rows)} rows)")
+            return
+        if not (results / "table.md").is_file():
             raise ConfigError(f"paper: no table in {results}; run `dvc repro {args.paper_dir}`")
         print((results / "table.md").read_text(), end="")
     except ConfigError as err:

@@ -129,11 +129,11 @@ def test_repro_writes_key_table_then_runs_nothing(repo: Path, repros: Repros, pa
     assert verdicts <= set(VERDICTS)
     ran = [r for r in table["rows"] if r["ours"] and r["how"] != "counted on the network"]
     assert ran and all("fashion_mnist" in r["how"] for r in ran)
-    assert "| Verdict |" in first.stdout  # the root stage prints the key table
+    assert first.stdout.count("| Verdict |") == 1  # the root stage prints the key table, once
     _assert_console_says_which_run_and_no_noise(first, paper)
     again = clean_shell(repo, f"source .venv/bin/activate && {readme_command(paper)}")
     _assert_nothing_ran(again, paper)
-    assert "| Verdict |" in again.stdout  # the key table again, nothing trained
+    assert again.stdout.count("| Verdict |") == 1  # the key table again, nothing trained
 
 
 def _assert_nothing_ran(result: subprocess.CompletedProcess, paper: str) -> None:

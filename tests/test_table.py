@@ -66,6 +66,23 @@ def only_row(row: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- verdicts ----
 
 
+@pytest.mark.parametrize(
+    ("metric", "measure"),
+    [
+        ("final_train_error", "; training error of the last epoch (training mode)"),
+        ("train_time_s", "; training wall time (evaluation excluded)"),
+        ("error_growth", "; `error_growth` of each run's analysis"),
+    ],
+)
+def test_how_names_each_rows_own_measure(metric, measure):
+    """Issue 19: a training-time or training-error row no longer says "test error at ..."."""
+    runs = [run("a", s, **{metric: 1.0 + s}, threads=2) for s in (0, 1)]
+    how = only_row(value_row(ours={"metric": metric, "arm": "a", "dataset": "cifar10"}), runs)
+    assert (
+        how["how"].endswith(f"32-true, 2 CPU threads{measure}") and "test error" not in how["how"]
+    )
+
+
 def test_value_within_tolerance_is_reproduced():
     entry = only_row(value_row(), [run("a", 0, test_error=6.2), run("a", 1, test_error=6.6)])
     assert entry["verdict"] == "reproduced"
@@ -74,8 +91,8 @@ def test_value_within_tolerance_is_reproduced():
     assert entry["id"] == "err_a" and entry["name"] == "Test error of a"
     assert entry["published"] == "6% (Table 1)"
     assert entry["how"] == (
-        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true, "
-        "test error at lowest val epoch"
+        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true; "
+        "test error at the lowest validation error epoch"
     )
 
 
@@ -271,8 +288,8 @@ def test_write_table_writes_json_and_markdown(tmp_path):
     assert lines[2].startswith("| Result | Published | Ours |")
     assert lines[4] == (
         "| Test error of a | 6% (Table 1) | 6.20 ± 0.14% (mean ± std, 2 seeds) | "
-        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true, "
-        "test error at lowest val epoch | reproduced |"
+        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true; "
+        "test error at the lowest validation error epoch | reproduced |"
     )
     assert lines[5].startswith("| ResNet-20 parameters | 0.27M (Table 6) | 0.2697M | counted")
     assert lines[-1] == f"Verdict rule: {VERDICT_RULE}"
@@ -309,8 +326,9 @@ def test_write_table_without_published_file(tmp_path):
 def test_table_main_build_then_show(tmp_path, capsys):
     paper = _paper_dir(tmp_path)
     main(["build", str(paper)])
-    built = capsys.readouterr().out
-    assert built == (paper / "results" / "table.md").read_text()
+    built = (paper / "results" / "table.md").read_text()
+    # One line: the root stage prints the table, once per `dvc repro` (issue 19).
+    assert capsys.readouterr().out == f"key table: {paper / 'results' / 'table.md'} (2 rows)\n"
     main(["show", str(paper)])
     assert capsys.readouterr().out == built
 
