@@ -42,6 +42,7 @@ def test_paper_folder_is_complete(paper: str) -> None:
     assert stages["check"]["cmd"] == f"python -m common.check papers/{paper}"
     assert [next(iter(out)) for out in stages["check"]["outs"]] == [checked]
     assert checked in stages["train"]["deps"]
+    assert "OMP_NUM_THREADS" not in stages["train"]["cmd"]  # trainer.threads says it (issue 19)
     assert f"dvc repro papers/{paper}" in (folder / "README.md").read_text()
     assert f"(papers/{paper}/README.md)" in (REPO / "README.md").read_text()  # linked
 
