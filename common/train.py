@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from common.config import ConfigError, RunConfig, load_params, resolve
+from common.config import ConfigError, RunConfig, check_machine, load_params, resolve
 from common.datasets import DataError
+from common.io import BusyError, exclusive, remove_leftovers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,6 +44,52 @@ def banner(params: dict, config: RunConfig) -> str:
     )
 
 
+def first_process() -> bool:
+    """This process is the run's first (global rank 0): not a DDP rank Lightning or a launcher
+    (torchrun, SLURM) started beside it, which writes none of the run's files itself."""
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return all(os.environ.get(k, "0") == "0" for k in ranks)
+
+
+def writer_lock(out: Path) -> Path:
+    """The run's lock, beside its folder (`runs/.<run>.lock`), not in it: the table stage hashes
+    the run folders (.dvcignore makes DVC skip a lock file that a killed run left)."""
+    return out.parent / f".{out.name}.lock"
+
+
+def stop_with_parent(poll_s: float = 0.5) -> threading.Event:
+    """Stop this run when the process that started it dies (set the returned event to stop
+    watching). Killing `dvc repro` leaves its stage's command running on its own, unseen, beside
+    the next `dvc repro`; SIGINT is a Ctrl-C: Lightning shuts down, the last checkpoint stays."""
+    done, parent = threading.Event(), os.getppid()
+    if parent == 1:  # started by init (a container's entry point): no parent to outlive
+        return done
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            if os.getppid() != parent:
+                with contextlib.suppress(OSError):  # the terminal may be gone with the parent
+                    print(f"\nstopping: parent process {parent} ended", file=sys.stderr)
+                # A SIGINT that Python ignores (inherited SIG_IGN, as by `cmd &` in a script)
+                # would not stop it: then SIGTERM, which ends it at once.
+                handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                os.kill(os.getpid(), signal.SIGINT if handled else signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+    return done
+
+
+def _train(config: RunConfig, data: Path | None, out: Path) -> None:
+    watching = stop_with_parent()
+    try:
+        from common.training import fit  # after validation: importing Lightning takes seconds
+
+        fit(config, data, out)
+    finally:
+        watching.set()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -49,12 +100,18 @@ def main(argv: list[str] | None = None) -> None:
             dataset=args.dataset, seed=args.seed,
             shared={k: shared[k] for k in ("trainer", "wandb") if k in shared},
         )  # fmt: skip
-        print(f"\n{banner(params, config)}", flush=True)
-        from common.training import fit  # after validation: importing Lightning takes seconds
-
-        fit(config, args.data, args.out)
-    except (ConfigError, DataError) as err:
+        check_machine(config.trainer)
+        first = first_process()
+        lock = exclusive(writer_lock(args.out), f"run: {args.out}")
+        with lock if first else contextlib.nullcontext():
+            if args.data is not None and first:  # a `data` stage killed mid-write left them,
+                remove_leftovers(args.data)  # and DVC may restore its file without running it
+            print(f"\n{banner(params, config)}", flush=True)
+            _train(config, args.data, args.out)
+    except (ConfigError, DataError, BusyError) as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt:  # outside Lightning's own handling (which exits with status 1)
+        sys.exit(f"interrupted: {args.out} resumes from its last checkpoint on the next run")
 
 
 if __name__ == "__main__":

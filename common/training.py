@@ -26,6 +26,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins import TorchCheckpointIO
 from torch import Tensor, nn
 
 from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig, build_model
@@ -33,7 +34,7 @@ from common.console import console_callbacks, silence_noise, watched
 from common.data import ImageDataModule, load_prepared
 from common.datasets import DATASETS
 from common.imagefolder import ImageFolderDataModule
-from common.io import atomic_write_json, atomic_write_text, short_error
+from common.io import atomic_torch_save, atomic_write_json, atomic_write_text, short_error
 from common.metrics import count_macs, count_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,12 +281,13 @@ def deterministic_mode(accelerator: str) -> str | None:
     return "warn" if on_gpu else None
 
 
-def run_digest(config: RunConfig, data_hash: str) -> str:
-    """Hash of everything that determines a run's result: its configuration, the content of its
-    data and the source of every module of this repo it has loaded (common, the paper's model and
-    what that imports). A checkpoint resumes only the run with the same digest: after a change of
-    code or data the run starts afresh instead of continuing old weights under new code."""
-    h = hashlib.sha256(f"{config.digest()}\n{data_hash}\n".encode())
+def run_digest(config: RunConfig, data_hash: str, precision: str) -> str:
+    """Hash of everything that determines a run's result: its configuration (thread count
+    included), the precision `auto` resolved to on this machine, the content of its data and the
+    source of every module of this repo it has loaded (common, the paper's model and what that
+    imports). A checkpoint resumes only the run with the same digest: after a change of code,
+    data, precision or threads the run starts afresh instead of continuing under other numerics."""
+    h = hashlib.sha256(f"{config.digest()}\n{precision}\n{data_hash}\n".encode())
     for path in _repo_sources():
         h.update(f"{path.relative_to(REPO)}\n".encode() + path.read_bytes())
     return h.hexdigest()[:16]
@@ -301,28 +303,79 @@ def _repo_sources() -> list[Path]:
     )  # fmt: skip
 
 
+def _written_by(path: Path) -> str | None:
+    """The run digest stored in checkpoint `path`; None if there is none. One that cannot be
+    loaded is set aside as `<name>.unreadable`, never deleted."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("run_digest")
+    except Exception as err:  # truncated, corrupt or not a checkpoint: any loader error
+        aside = path.with_name(f"{path.name}.unreadable")
+        with contextlib.suppress(FileNotFoundError):  # under DDP, another rank moved it first
+            path.replace(aside)
+        reason = short_error(err)
+        print(f"warning: {path} cannot be loaded ({reason}); moved to {aside.name}; starts afresh")
+        return None
+
+
+def _set_aside(last: Path) -> Path:
+    """Where another configuration's `last` waits until this run finishes (`fit` then deletes
+    it): a setting switched and back resumes from it instead of losing its progress."""
+    return last.with_name(f"{last.name}.previous")
+
+
 def _resume_from(last: Path, digest: str) -> Path | None:
     """`last` if it is a checkpoint of the run with this digest; else None: start afresh.
 
-    A checkpoint of another run stays until the new run's first epoch replaces it, so a run that
-    fails before training keeps it. One that cannot be loaded is set aside, never deleted.
+    Another configuration's `last` is set aside (`_set_aside`), and one set aside with this
+    digest is put back and resumed from (the other then set aside in its place). Under DDP,
+    Lightning starts the other ranks once rank 0 has moved them (at `trainer.fit`).
     """
+    written_by, aside = _written_by(last), _set_aside(last)
+    if written_by == digest:
+        return last
+    if _written_by(aside) == digest:
+        other = f"{last.name} (run digest {written_by}) kept as {aside.name} until this run ends"
+        kept = f"; {other}" if last.exists() else ""
+        print(f"note: {aside} is this configuration's (run digest {digest}): resuming it{kept}")
+        _swap(last, aside)
+        return last
+    if last.exists():
+        print(
+            f"note: {last} belongs to another configuration (run digest {written_by}, this run "
+            f"{digest}); kept as {aside.name} until this run finishes; training afresh"
+        )
+        last.replace(aside)
+    return None
+
+
+def _swap(last: Path, aside: Path) -> None:
+    """Exchange the two files (`last` may be missing: then `aside` only moves)."""
     if not last.exists():
-        return None
-    try:
-        written_by = torch.load(last, map_location="cpu", weights_only=True).get("run_digest")
-    except Exception as err:  # truncated, corrupt or not a checkpoint: any loader error
-        aside = last.with_name(f"{last.name}.unreadable")
-        with contextlib.suppress(FileNotFoundError):  # under DDP, another rank moved it first
-            last.replace(aside)
-        reason = short_error(err)
-        print(f"warning: {last} cannot be loaded ({reason}); moved to {aside.name}; starts afresh")
-        return None
-    return last if written_by == digest else None
+        aside.replace(last)
+        return
+    between = last.with_name(f"{last.name}.swap")
+    aside.replace(between)
+    last.replace(aside)
+    between.replace(last)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, writing through a temporary file in the checkpoint's own folder.
+    Lightning's writes it in the system temp dir (fsspec) and moves it: across filesystems a copy,
+    which a kill cut short (a 0-byte last.ckpt, an orphan in /tmp)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        atomic_torch_save(checkpoint, Path(path))
 
 
 silence_noise()
-# ckpt/ may hold another run's checkpoint until this run's first replaces it.
+# ckpt/ may hold another configuration's checkpoint, set aside until this run finishes.
 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
 
 
@@ -417,19 +470,20 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     """Train one run, writing `config.json` first, then `history.csv`, `metrics.json` and
     checkpoints under `out`. `data_file` is the prepared set; folder sets (ImageNet) need none."""
     L.seed_everything(config.seed, workers=True, verbose=False)
+    torch.set_num_threads(config.trainer.threads)  # not the machine's count: it moves the numbers
+    t = config.trainer
+    precision = resolve_precision(t.precision, t.accelerator)
     data = data_module(config, data_file)
     data.setup()
     model = build_model(config.model, data.image_shape[0], data.num_classes)
     stats = {"params": count_params(model), "macs": count_macs(model, (1, *data.image_shape))}
-    digest = run_digest(config, data.content_hash)
+    digest = run_digest(config, data.content_hash, precision)
     out = Path(out)
     shape = {"input_shape": list(data.image_shape), "num_classes": data.num_classes}
     atomic_write_json(out / "config.json", {**config.to_dict(), **shape})  # load_network's input
     module = Classifier(model, config.optim, config.schedule, config.trainer.channels_last, digest)
     resume = _resume_from(out / "ckpt" / "last.ckpt", digest)
     history = History(out / "history.csv")
-    t = config.trainer
-    precision = resolve_precision(t.precision, t.accelerator)
     logger = _logger(config)
     # With a per-epoch test curve on a subset, the reported error needs the selected weights.
     test_once = config.data.test_curve_size is not None
@@ -446,6 +500,7 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
             *console_callbacks(lambda: history.rows[-1]),
         ],
         enable_progress_bar=watched(), logger=logger, enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=out, log_every_n_steps=1,
     )  # fmt: skip
     device = trainer.strategy.root_device
@@ -461,6 +516,7 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     metrics = {
         "paper": config.paper, "profile": config.profile, "arm": config.arm,
         "dataset": config.dataset, "seed": config.seed, "precision": precision,
+        "threads": t.threads,
         "select": config.select, "epochs": len(history.rows), "steps": trainer.global_step,
         "train_images": len(data.train_set), "config_digest": config.digest(),
         "run_digest": digest, **stats,
@@ -476,4 +532,5 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     if logger:
         logger.experiment.summary.update(metrics)
     atomic_write_json(out / "metrics.json", metrics)
+    _set_aside(out / "ckpt" / "last.ckpt").unlink(missing_ok=True)  # finished: nothing to resume
     return metrics
