@@ -31,16 +31,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def banner(params: dict, config: RunConfig) -> str:
-    """`[k/N] paper: arm on dataset, seed s (...)`: which of the N runs of the pipeline's matrix
-    (arms × datasets × seeds, DVC's order) this is; no `[k/N]` for a run outside the matrix."""
+    """`paper: arm on dataset, seed s (..., one of N runs)`: which run of the pipeline's matrix
+    (arms × datasets × seeds) this is. No position `[k/N]`: DVC runs the matrix in an order of its
+    own, not the params' order. No count for a run outside the matrix."""
     runs = list(itertools.product(*(params.get(k, []) for k in ("arms", "datasets", "seeds"))))
-    key = (config.arm, config.dataset, config.seed)
-    position = f"[{runs.index(key) + 1}/{len(runs)}] " if key in runs else ""
+    one_of = (
+        f", one of {len(runs)} runs" if (config.arm, config.dataset, config.seed) in runs else ""
+    )
     s = config.schedule
     length = f"{s.max_steps} iterations" if s.max_steps >= 0 else f"{s.epochs} epoch(s)"
     return (
-        f"{position}{config.paper}: {config.arm} on {config.dataset}, seed {config.seed} "
-        f"({config.profile} profile, {length}) -> {config.name}"
+        f"{config.paper}: {config.arm} on {config.dataset}, seed {config.seed} "
+        f"({config.profile} profile, {length}{one_of}) -> {config.name}"
     )
 
 

@@ -73,7 +73,10 @@ def test_piped_output_names_the_run_and_prints_each_epoch_as_it_ends(
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 0, stderr[-2000:]
     stdout = "".join(lines)
-    assert re.search(r"^\[2/3\] tiny_paper: tiny on fashion_mnist, seed 1 ", stdout, re.M)
+    banner = (
+        r"^tiny_paper: tiny on fashion_mnist, seed 1 \(default profile, 2 epoch\(s\), one of 3 "
+    )
+    assert re.search(banner, stdout, re.M)  # no [k/N]: DVC's order is not the params' (issue 19)
     epochs = re.findall(r"^epoch (\d)/2  error: train .* val .* test .* lr ", stdout, re.M)
     assert epochs == ["1", "2"]
     output = stdout + stderr
