@@ -92,6 +92,14 @@ def _train(config: RunConfig, data: Path | None, out: Path) -> None:
         watching.set()
 
 
+def _shared(shared: dict, paper_dir: Path) -> dict:
+    """The repo-wide sections under a paper's params; W&B writes beside the paper's runs
+    (`papers/<paper>/wandb/`, where the README's `wandb sync` looks) unless `wandb.dir` says."""
+    sections = {k: shared[k] for k in ("trainer", "wandb") if k in shared}
+    sections["wandb"] = {"dir": str(paper_dir), **sections.get("wandb", {})}
+    return sections
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         config = resolve(
             params, paper=args.params.resolve().parent.name, arm=args.arm,
             dataset=args.dataset, seed=args.seed,
-            shared={k: shared[k] for k in ("trainer", "wandb") if k in shared},
+            shared=_shared(shared, args.params.parent),
         )  # fmt: skip
         check_machine(config.trainer)
         first = first_process()

@@ -22,7 +22,7 @@ NOISE = ("Tip:", "v_num", "anonymous", "limit_train_batches", "LeafSpec", "GPU a
 
 def _command(tmp_path: Path, params: dict, prepared_file: Path) -> list[str]:
     params["seeds"] = [0, 1, 2]
-    params["profiles"]["default"]["wandb"] = {"mode": "offline", "dir": str(tmp_path)}
+    params["profiles"]["default"]["wandb"] = {"mode": "offline"}  # in tiny_paper/wandb/
     params_file = tmp_path / "tiny_paper" / "params.yaml"
     params_file.parent.mkdir()
     params_file.write_text(yaml.safe_dump(params))
@@ -82,6 +82,8 @@ def test_piped_output_names_the_run_and_prints_each_epoch_as_it_ends(
     output = stdout + stderr
     assert "it/s" not in output  # no progress bar when nobody watches
     assert [noise for noise in NOISE if noise in output] == []
+    # W&B's offline run beside the paper's own, where the README's `wandb sync` looks (issue 19).
+    assert list((tmp_path / "tiny_paper" / "wandb").glob("offline-run-*/files")), output[-2000:]
 
 
 @pytest.mark.slow
