@@ -461,3 +461,20 @@ def test_real_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert x.shape == (count, 1, 28, 28) and x.dtype == torch.uint8
         assert y.shape == (count,) and y.dtype == torch.int64
         assert torch.equal(y.bincount(), torch.full((10,), count // 10))
+
+
+def test_prepared_file_is_the_same_bytes_from_any_process(tmp_path: Path, run_modules) -> None:
+    """Issue 19: the same raw files prepared by two processes give byte-identical files, so DVC's
+    hash of `data/<name>.pt` (and its run cache) holds across runs and machines."""
+    (tmp_path / "raw" / "mnist").mkdir(parents=True)
+    write_digits(tmp_path / "raw" / "mnist", gz=True)
+    (tmp_path / "prepare_tiny.py").write_text(  # the files built here are not the published ones
+        "import sys\nfrom common import data, datasets\n\n"
+        "datasets.idx_md5 = lambda name: {}\ndata.main(sys.argv[1:])\n"
+    )
+    outs = [tmp_path / "a" / "mnist.pt", tmp_path / "b" / "mnist.pt"]
+    args = ["mnist", "--raw-root", "raw", "--no-download"]
+    commands = [("prepare_tiny", [*args[:1], out, *args[1:]], tmp_path) for out in outs]
+    for result in run_modules(commands):
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert outs[0].read_bytes() == outs[1].read_bytes()
