@@ -1,7 +1,8 @@
 """A paper's results as its pipeline leaves them on disk, for the key table and the notebooks.
 
 `runs/<arm>-<dataset>-s<seed>/` holds `config.json` (written first), `history.csv` (a row per
-epoch, written as training goes) and, once finished, `metrics.json`; `results/table.json` and
+epoch, written as training goes) and, once finished, `run.json` (identity and provenance: text)
+and `metrics.json` (numbers only, DVC's metrics); `results/table.json` and
 `table.md` hold the key table. An analysis of a trained run (lesions, memory, NFE) writes a JSON
 anywhere under the paper's `runs/` or `results/`, keyed like metrics.json (paper, profile, arm,
 dataset, seed); its scalar metrics join that run's. Nothing here imports torch or Lightning:
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 IDENTITY = ("paper", "profile", "arm", "dataset", "seed")  # the keys of a run's record
+RUN_FILES = ("config.json", "run.json", "metrics.json")  # a run folder's own JSON files
 # The numbers every training run writes to its metrics.json (common.training.fit), which a key
 # table's row may cite; a paper's analyses add theirs (its `checks.METRICS`).
 RUN_METRICS = (
@@ -56,12 +58,21 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def _identity(run_dir: Path) -> dict[str, Any] | None:
-    """arm, dataset, seed from the run's metrics.json or config.json (never parsed from its name:
+    """arm, dataset, seed from the run's run.json or config.json (never parsed from its name:
     an arm may contain a dash)."""
-    for name in ("metrics.json", "config.json"):
+    for name in ("run.json", "metrics.json", "config.json"):  # metrics.json: before run.json was
         if (run_dir / name).is_file():
             return json.loads((run_dir / name).read_text())
     return None
+
+
+def run_record(run_dir: Path) -> dict[str, Any] | None:
+    """A finished run's record: run.json (what it is, how it was obtained) and metrics.json (its
+    numbers) in one mapping; None while it is unfinished (no metrics.json)."""
+    metrics = Path(run_dir) / "metrics.json"
+    if not metrics.is_file():
+        return None
+    return {**(_identity(Path(run_dir)) or {}), **json.loads(metrics.read_text())}
 
 
 def _key(record: Any) -> tuple | None:
@@ -75,7 +86,7 @@ def _analyses(dirs: Sequence[Path]) -> dict[tuple, dict[str, Any]]:
     found: dict[tuple, dict[str, Any]] = {}
     for d in dirs:
         for path in sorted(p for f in ("runs", "results") for p in (d / f).rglob("*.json")):
-            if path.name in ("metrics.json", "config.json"):  # the runs' own files
+            if path.name in RUN_FILES:  # the runs' own files
                 continue
             record = json.loads(path.read_text())
             key = _key(record)
@@ -96,8 +107,7 @@ def load_runs(
     for d in dirs:
         written = {p.parent for f in ("history.csv", "metrics.json") for p in d.glob(f"runs/*/{f}")}
         for run_dir in sorted(written):
-            identity, metrics_file = _identity(run_dir), run_dir / "metrics.json"
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+            identity, metrics = _identity(run_dir), run_record(run_dir)
             if identity is None or (finished_only and metrics is None):
                 continue
             if metrics is not None:

@@ -6,11 +6,11 @@
 - `{metric, saving: [a, b], dataset}`: per seed, 100 · (1 − metric(a) / metric(b)) in %;
 - `{model: {class_path, ...}, stat: params | macs, input_shape, scale}`: counted on the network.
 `dataset: "*"` repeats the row for every data set the active profile ran.
-A run's metrics are its `metrics.json` plus the scalar metrics of every analysis of it: any JSON
-under the paper's `runs/` or `results/` keyed like metrics.json (paper, profile, arm, dataset,
-seed), e.g. lesions evaluated on its checkpoint; `common.results.load_runs` reads them, for the
-notebooks too. `results_from: [papers/<other>]` in params.yaml adds another paper's runs (a paper
-that analyses networks its parent paper trained).
+A run's metrics are its `run.json` and `metrics.json` plus the scalar metrics of every analysis
+of it: any JSON under the paper's `runs/` or `results/` keyed like run.json (paper, profile, arm,
+dataset, seed), e.g. lesions evaluated on its checkpoint; `common.results.load_runs` reads them,
+for the notebooks too. `results_from: [papers/<other>]` in params.yaml adds another paper's runs
+(a paper that analyses networks its parent paper trained).
 A published value is a number, or `direction: higher | lower` where the paper gives only a figure.
 A row on a folder data set (ImageNet) without runs says so in one line when its directory
 (`data.root` of the profile that runs it) is absent: "not run: imagenet folder not found at …".
@@ -285,7 +285,17 @@ def write_table(paper_dir: Path, out_dir: Path) -> list[dict[str, Any]]:
     table = {"title": title, "rows": rows, "regime": regime, "verdict_rule": VERDICT_RULE}
     atomic_write_json(Path(out_dir) / "table.json", table)
     atomic_write_text(Path(out_dir) / "table.md", to_markdown(title, rows, regime))
+    atomic_write_json(Path(out_dir) / "metrics.json", verdict_counts(rows, regime))
     return rows
+
+
+def verdict_counts(rows: list[dict[str, Any]], regime: dict[str, Any] | None) -> dict[str, Any]:
+    """The table in numbers, DVC's metrics of the paper (`dvc metrics show` one line a paper):
+    rows per verdict, and whether the regime held (null: the paper states none)."""
+    counts = {verdict.replace(" ", "_"): 0 for verdict in VERDICTS}
+    for row in rows:
+        counts[row["verdict"].replace(" ", "_")] += 1
+    return {"rows": len(rows), **counts, "regime_holds": regime and regime["holds"]}
 
 
 def main(argv: list[str] | None = None) -> None:

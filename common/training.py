@@ -467,8 +467,9 @@ def data_module(config: RunConfig, data_file: Path | None) -> L.LightningDataMod
 
 
 def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
-    """Train one run, writing `config.json` first, then `history.csv`, `metrics.json` and
-    checkpoints under `out`. `data_file` is the prepared set; folder sets (ImageNet) need none."""
+    """Train one run, writing `config.json` first, then `history.csv` and checkpoints, and last
+    `run.json` (what it is, text) and `metrics.json` (its numbers) under `out`; returns both.
+    `data_file` is the prepared set; folder sets (ImageNet) need none."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     torch.set_num_threads(config.trainer.threads)  # not the machine's count: it moves the numbers
     t = config.trainer
@@ -513,13 +514,15 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     # checkpoint, and history.csv is written from them (as after every epoch).
     history.write()
     chosen = select_epoch(history.rows, config.select)
-    metrics = {
+    run = {  # what the run is and how it was obtained (text): run.json
         "paper": config.paper, "profile": config.profile, "arm": config.arm,
         "dataset": config.dataset, "seed": config.seed, "precision": precision,
-        "threads": t.threads,
-        "select": config.select, "epochs": len(history.rows), "steps": trainer.global_step,
-        "train_images": len(data.train_set), "config_digest": config.digest(),
-        "run_digest": digest, **stats,
+        "threads": t.threads, "select": config.select, "config_digest": config.digest(),
+        "run_digest": digest,
+    }  # fmt: skip
+    metrics = {  # its numbers (RUN_METRICS): metrics.json, DVC's metrics
+        "epochs": len(history.rows), "steps": trainer.global_step,
+        "train_images": len(data.train_set), **stats,
         "selected_epoch": int(chosen["epoch"]),
         "test_error": chosen["test_error"] if test_error is None else test_error,
         "test_images": len(data.test_set), "test_curve_images": len(data.test_curve_set),
@@ -531,6 +534,7 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     metrics["time_per_epoch_s"] = metrics["train_time_s"] / metrics["epochs"]
     if logger:
         logger.experiment.summary.update(metrics)
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "run.json", run)
+    atomic_write_json(out / "metrics.json", metrics)  # last: the run is finished
     _set_aside(out / "ckpt" / "last.ckpt").unlink(missing_ok=True)  # finished: nothing to resume
-    return metrics
+    return run | metrics

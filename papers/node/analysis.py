@@ -13,7 +13,7 @@ large buffer on its own (`MMAP_ENV`, set by papers/node/dvc.yaml).
 (one training step per batch, adjoint); (d) NFE over training is the run's history, of which it
 writes the growth (forward NFE per step, last epoch − first).
 
-Both write one JSON per (arm, dataset, seed) in the schema of a run's metrics.json (paper,
+Both write one JSON per (arm, dataset, seed) keyed like a run's run.json (paper,
 profile, arm, dataset, seed, then the measurements).
 """
 

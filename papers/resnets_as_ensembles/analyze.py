@@ -2,14 +2,13 @@
 
 Rebuilds the network from the run's checkpoint (no retraining), evaluates the lesions and the path
 gradients on the first test images, and writes one JSON per analysis — the run's identity (paper,
-profile, arm, dataset, seed) plus the analysis' metrics, as training writes metrics.json — and a
+profile, arm, dataset, seed) plus the analysis' metrics, as training writes run.json — and a
 PNG beside it. A ResNet gets all five analyses, a plain net the single-layer deletions.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from common.config import ConfigError, DataConfig, load_params, number
 from common.datasets import DataError
 from common.io import atomic_write_json
+from common.results import IDENTITY, run_record
 from papers.resnets_as_ensembles import figures, lesion
 
 ANALYSES = ("delete_one", "delete_k", "reorder", "paths")
@@ -139,10 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     args = parser.parse_args(argv)
     try:
-        metrics_file = args.run / "metrics.json"
-        if not metrics_file.is_file():
+        metrics = run_record(args.run)
+        if metrics is None:
             raise ConfigError(f"run: {args.run} has no metrics.json (train it first)")
-        metrics = json.loads(metrics_file.read_text())
         config = analysis_config(load_params(args.params), metrics["profile"])
         from common.training import load_network  # Lightning: after validation
 
@@ -150,8 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         check_ks(model, config, f"analyses.{metrics['profile']}.{{}} (arm {metrics['arm']})")
         n = max(config.test_images, config.sweep_images, config.gradient_images)
         images, labels = test_set(args.data, run_config.data, n)
-        keys = ("paper", "profile", "arm", "dataset", "seed")
-        identity = {k: metrics[k] for k in keys} | {"test_images": config.test_images}
+        identity = {k: metrics[k] for k in IDENTITY} | {"test_images": config.test_images}
         write(analyze(model, images, labels, config, metrics["seed"]), identity, args.out)
     except (ConfigError, DataError) as err:
         sys.exit(f"error: {err}")
