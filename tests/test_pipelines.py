@@ -168,14 +168,49 @@ def test_runs_have_expected_files(repo: Path, repros: Repros, paper: str) -> Non
         assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + epochs
 
 
+# The README's DVC commands after the main command, for stochastic_depth (any paper: its name).
+README_DVC = re.findall(
+    r"^(dvc (?:metrics|plots|exp) show .*?)(?:  +#.*)?$", (REPO / "README.md").read_text(), re.M
+)
+
+
+def readme_dvc(command: str, paper: str) -> str:
+    """The README's first DVC command that starts with `command`, for `paper`."""
+    line = next(c for c in README_DVC if c.startswith(command))
+    return line.replace("papers/stochastic_depth", f"papers/{paper}")
+
+
 @pytest.mark.parametrize("paper", PAPERS)
-def test_metrics_show_lists_the_runs(repo: Path, repros: Repros, paper: str) -> None:
+def test_metrics_show_as_the_readme_prints_it(repo: Path, repros: Repros, paper: str) -> None:
+    """Numbers only, a line per run; the papers' verdict counts (issue 19)."""
     assert repros[paper].returncode == 0
-    metrics = dvc(repo, "metrics", "show", "--json")
-    assert metrics.returncode == 0, metrics.stderr[-2000:]
-    files = json.loads(metrics.stdout)[""]["data"]  # a paper not run yet has "error" entries
-    runs = [name for name in files if name.startswith(f"papers/{paper}/runs/")]
-    assert runs and all("test_error" in files[name]["data"] for name in runs), runs
+    lines = [c for c in README_DVC if c.startswith("dvc metrics show")]
+    assert len(lines) == 2, README_DVC
+    runs, papers = (
+        clean_shell(repo, f"source .venv/bin/activate && {readme_dvc(line, paper)}")
+        for line in lines
+    )
+    assert runs.returncode == 0 and "failed to load" not in runs.stdout + runs.stderr, runs.stderr
+    header, *rows = runs.stdout.strip().splitlines()
+    assert "test_error" in header.split() and "arm" not in header.split()  # no text columns
+    assert len(rows) == len(list((repo / "papers" / paper / "runs").glob("*/metrics.json")))
+    assert papers.returncode == 0 and f"papers/{paper}/results/metrics.json" in papers.stdout
+    assert "direction_reproduced" in papers.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("paper", ["stochastic_depth"])  # in that paper's unit of work
+def test_plots_and_exp_show_as_the_readme_prints_them(
+    repo: Path, repros: Repros, paper: str
+) -> None:
+    assert repros[paper].returncode == 0
+    plots = dvc(repo, *readme_dvc("dvc plots show", paper).split()[1:])
+    assert plots.returncode == 0 and (repo / "dvc_plots" / "index.html").is_file(), plots.stderr
+    git = "git -c user.name=t -c user.email=t@t"  # `dvc exp show` needs a commit
+    clean_shell(repo, f"git rev-parse -q HEAD || ({git} add -A && {git} commit -qm runs)")
+    exp = clean_shell(repo, f"source .venv/bin/activate && {readme_dvc('dvc exp show', paper)}")
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    assert f"papers/{paper}/runs/" in exp.stdout and "metrics.json:test_error" in exp.stdout
+    assert "workspace" in exp.stdout
 
 
 def test_unknown_paper_is_a_clear_error(repo: Path) -> None:
