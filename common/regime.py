@@ -68,8 +68,8 @@ def check_regime(params: dict[str, Any]) -> None:
         arms = criterion.get("arms")
         if not isinstance(arms, list) or not arms:
             raise ConfigError(f"{where}.arms: {arms!r} must be a non-empty list of arms")
-        for arm in arms:
-            choice(f"{where}.arms", arm, params.get("networks", {}))
+        for arm in arms:  # a criterion on an arm that is not trained could never be judged
+            choice(f"{where}.arms (trained arms)", arm, params.get("arms") or [])
         for key, values in options.items():
             if key in criterion:
                 choice(f"{where}.{key}", criterion[key], values)

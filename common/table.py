@@ -21,6 +21,7 @@ The verdict follows VERDICT_RULE, printed under every table with the paper's reg
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,20 +33,25 @@ from common.io import atomic_write_json, atomic_write_text
 from common.metrics import count_macs, count_params, summarize
 from common.regime import Finding, evaluate
 from common.results import Run, load_runs
+from common.stats import interval, median_coverage, seeds_needed
 
 VERDICTS = (
     "reproduced", "direction reproduced", "not reproduced", "inconclusive",
     "not run in this profile",
 )  # fmt: skip
 INCONCLUSIVE, NOT_RUN = VERDICTS[3], VERDICTS[4]
-MIN_SEEDS = 3  # an effect is a comparison of means: judged on at least this many seeds
+REPRODUCED, DIRECTION, NOT_REPRODUCED = VERDICTS[:3]
 VERDICT_RULE = (
-    "reproduced: within the row's tolerance of the published number (our statistic of the seeds "
-    "is the paper's: best, median or mean of N); direction reproduced: an effect (a difference, a "
-    f"saving, or a direction read off a figure) whose mean over >= {MIN_SEEDS} seeds has the "
-    "paper's sign and exceeds the seeds' standard deviation; inconclusive: an effect on fewer "
-    f"than {MIN_SEEDS} seeds, or any trained row when the regime criterion does not hold; "
-    "otherwise not reproduced."
+    "reproduced: the interval of our statistic lies within the row's tolerance of the published "
+    "number; direction reproduced: an effect (a difference or saving over paired seeds, or a "
+    "direction read off a figure) whose interval excludes zero on the paper's side; not "
+    "reproduced: the interval lies outside the tolerance band, or an effect's interval lies on "
+    "the wrong side of zero; inconclusive: the interval straddles (too few seeds or too much "
+    "spread: the Ours column says how many seeds would decide at the measured spread), and every "
+    "trained row when the regime criterion does not hold. Intervals: the 95% Student-t interval "
+    "of the mean over seeds (of the paired per-seed values for an effect); for a paper's median "
+    "of N, our smallest to largest of N (it covers the median with probability 1 - 2^(1-N)); for "
+    "a paper's best of N, our best itself; counted rows (parameters, multiply-adds) are exact."
 )
 
 
@@ -124,24 +130,59 @@ def _how(runs: list[dict], dataset: str, arms: list[str], metric: str) -> str:
     )
 
 
-def _verdict(row: dict[str, Any], summary: dict[str, float]) -> str:
-    """VERDICT_RULE: reproduced within tolerance; for effects on enough seeds, the sign beyond
-    the seeds' spread; else not."""
-    mean, std = summary["mean"], summary["std"]
-    if "published" in row:
-        published = row["published"]
-        ours = summary.get(row.get("statistic"), mean)  # like with like: best vs best of N
-        if abs(ours - published) <= row.get("tolerance", 0.0):
-            return VERDICTS[0]
-        is_effect = "difference" in row["ours"] or "saving" in row["ours"]
-        sign = 1 if published > 0 else -1
-    else:
-        is_effect, sign = True, 1 if row["direction"] == "higher" else -1
-    if is_effect and summary["n"] < MIN_SEEDS:
-        return INCONCLUSIVE
-    if is_effect and mean * sign > 0 and abs(mean) > std:
-        return VERDICTS[1]
-    return VERDICTS[2]
+def _band(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The published number ± the row's tolerance; None for a direction read off a figure."""
+    if "published" not in row:
+        return None
+    tolerance = row.get("tolerance", 0.0)
+    return row["published"] - tolerance, row["published"] + tolerance
+
+
+def _sign(row: dict[str, Any]) -> int:
+    """The sign of the paper's effect: +1, −1, or 0 for a row that is not an effect (a value)."""
+    if "published" not in row:
+        return 1 if row["direction"] == "higher" else -1
+    if "difference" in row["ours"] or "saving" in row["ours"]:
+        return (row["published"] > 0) - (row["published"] < 0)
+    return 0
+
+
+def _verdict(row: dict[str, Any], summary: dict[str, Any]) -> str:
+    """VERDICT_RULE on the summary's interval `ci` (None: unbounded, fewer than 2 seeds)."""
+    lo, hi = _bounds(summary["ci"])
+    band, sign = _band(row), _sign(row)
+    if band and band[0] <= lo and hi <= band[1]:
+        return REPRODUCED
+    if sign and (lo > 0 if sign > 0 else hi < 0):
+        return DIRECTION
+    wrong_side = sign and (hi < 0 if sign > 0 else lo > 0)
+    outside = band and (hi < band[0] or lo > band[1])
+    return NOT_REPRODUCED if wrong_side or outside else INCONCLUSIVE
+
+
+def _bounds(ci: list[float | None]) -> tuple[float, float]:
+    """An interval as stored (None: unbounded on that side) as two numbers."""
+    return (-math.inf if ci[0] is None else ci[0]), (math.inf if ci[1] is None else ci[1])
+
+
+def _seeds_to_decide(row: dict[str, Any], summary: dict[str, Any]) -> int | None:
+    """How many seeds would make an inconclusive mean's interval decide at the measured spread:
+    narrower than the mean's distance to the nearest boundary it could clear (the band's edges,
+    zero for an effect). None if no count does, or the spread is unknown (one seed)."""
+    mean, band, sign = summary["mean"], _band(row), _sign(row)
+    if summary["n"] < 2:
+        return None
+    margins = [abs(mean)] if sign else []
+    if band:
+        margins.append(max(min(mean - band[0], band[1] - mean), band[0] - mean, mean - band[1]))
+    return seeds_needed(summary["std"], max(margins))
+
+
+def _summary(values: list[float], statistic: str) -> dict[str, Any]:
+    """mean, std, n, the paper's statistic and the interval `ci` the verdict reads."""
+    lo, hi = interval(values, statistic)
+    bounded = [None if math.isinf(x) else x for x in (lo, hi)]
+    return {**summarize(values, statistic), "ci": bounded, "statistic": statistic}
 
 
 def _published_text(row: dict[str, Any]) -> str:
@@ -192,7 +233,7 @@ def build_rows(
         ours = row["ours"]
         if "stat" in ours:
             value = _model_stat(ours)
-            summary = {"n": 1, "mean": value, "std": 0.0}
+            summary = {"n": 1, "mean": value, "std": 0.0, "ci": [value, value]}
             rows.append(
                 _entry(row, None, summary, "counted on the network", _verdict(row, summary))
             )
@@ -203,10 +244,12 @@ def build_rows(
                 rows.append(_entry(row, dataset, None, (absent or {}).get(dataset, ""), NOT_RUN))
                 continue
             stat = row.get("statistic") if row.get("statistic") in ("best", "median") else "mean"
-            summary = summarize(list(values.values()), stat)
+            summary = _summary(list(values.values()), stat)
             arms = [ours["arm"]] if "arm" in ours else ours.get("difference", ours.get("saving"))
             how = _how(runs, dataset, arms, ours["metric"])
             verdict = _verdict(row, summary) if in_regime else INCONCLUSIVE
+            if verdict == INCONCLUSIVE and in_regime and stat == "mean":
+                summary["seeds_to_decide"] = _seeds_to_decide(row, summary)
             rows.append(_entry(row, dataset, summary, how, verdict))
     return rows
 
@@ -225,12 +268,21 @@ def _ours_text(entry: dict[str, Any]) -> str:
     s, unit = entry["ours"], entry["unit"]
     if s is None:
         return "—"
-    if s["n"] == 1 and s["std"] == 0 and entry["how"] == "counted on the network":
+    if entry["how"] == "counted on the network":
         return f"{s['mean']:.4g}{unit}"
-    text = f"{s['mean']:.2f} ± {s['std']:.2f}{unit} (mean ± std, {s['n']} seeds)"
-    for stat in ("best", "median"):
-        if stat in s:
-            text = f"{s[stat]:.2f}{unit} ({stat} of {s['n']}); " + text
+    lo, hi = (f"{x:.2f}".replace("inf", "∞") for x in _bounds(s["ci"]))
+    spread = f"mean {s['mean']:.2f} ± {s['std']:.2f} std"
+    if s.get("statistic") == "best":
+        text = f"{s['best']:.2f}{unit} (best of {s['n']}; {spread})"
+    elif s.get("statistic") == "median":
+        cover = f"covers the median at {median_coverage(s['n']):.0%}" if s["n"] > 1 else "1 seed"
+        text = f"{s['median']:.2f}{unit} (median of {s['n']}), [{lo}, {hi}] ({cover}; {spread})"
+    else:
+        text = f"{s['mean']:.2f}{unit}, 95% CI [{lo}, {hi}] ({s['n']} seeds, std {s['std']:.2f})"
+    if "seeds_to_decide" in s:
+        needed = s["seeds_to_decide"]
+        text += (f"; ~{needed} seeds would decide at this spread" if needed
+                 else "; more seeds alone would not decide")  # fmt: skip
     return text
 
 

@@ -273,7 +273,7 @@ CHECK_CASES: dict[str, tuple[str, str, Any, str]] = {
     "regime arm": (
         "stochastic_depth", "params.yaml",
         lambda p: p["regime"]["criteria"][0].update(arms=["constnat"]),
-        "regime.criteria[0].arms: 'constnat' is not one of",
+        "regime.criteria[0].arms (trained arms): 'constnat' is not one of",
     ),
     "regime threshold": (
         "stochastic_depth", "params.yaml",

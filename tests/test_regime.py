@@ -98,7 +98,9 @@ def test_unfinished_or_missing_arm_does_not_hold() -> None:
         ("overfit", "regime:"),
         ({"claim": "x"}, "regime.criteria:"),
         (_regime(**{**OVERFITS, "check": "overfit"}), "regime.criteria[0].check: 'overfit'"),
-        (_regime(**{**OVERFITS, "arms": ["constnt"]}), "regime.criteria[0].arms: 'constnt'"),
+        (_regime(**{**OVERFITS, "arms": ["constnt"]}), "regime.criteria[0].arms (trained arms): "),
+        # Issue 20: a network that is defined but not trained could never meet the criterion.
+        (_regime(**{**OVERFITS, "arms": ["stochastic"]}), "regime.criteria[0].arms (trained arms"),
         (_regime(**{**OVERFITS, "min_gap": -1}), "regime.criteria[0].min_gap: -1"),
         (_regime(**{**OVERFITS, "tolerance": 1}), "regime.criteria[0].tolerance: unknown key"),
         (_regime(**{**CONVERGED, "last_epochs": 0}), "regime.criteria[0].last_epochs: 0"),
@@ -108,5 +110,5 @@ def test_unfinished_or_missing_arm_does_not_hold() -> None:
 )
 def test_bad_regime_is_one_line_naming_the_field(regime, field: str) -> None:
     with pytest.raises(ConfigError) as err:
-        check_regime({"regime": regime, "networks": NETWORKS})
+        check_regime({"regime": regime, "networks": NETWORKS, "arms": ["constant"]})
     assert str(err.value).startswith(field) and "\n" not in str(err.value)

@@ -13,6 +13,7 @@ from common.config import ConfigError
 from common.table import (
     NOT_RUN,
     VERDICT_RULE,
+    _ours_text,
     active_runs,
     build_rows,
     main,
@@ -83,40 +84,68 @@ def test_how_names_each_rows_own_measure(metric, measure):
     )
 
 
-def test_value_within_tolerance_is_reproduced():
-    entry = only_row(value_row(), [run("a", 0, test_error=6.2), run("a", 1, test_error=6.6)])
+def values(arm: str, *numbers: float, metric: str = "test_error") -> list[dict[str, Any]]:
+    """Runs of `arm` whose `metric` per seed is `numbers`."""
+    return [run(arm, seed, **{metric: x}) for seed, x in enumerate(numbers)]
+
+
+# ---- verdicts (issue 20): the 95% interval over seeds against the band and zero ----
+
+
+def test_tight_interval_inside_the_band_is_reproduced():
+    entry = only_row(value_row(), values("a", 6.1, 6.2, 6.3))  # 6 ± 0.5
     assert entry["verdict"] == "reproduced"
-    assert entry["ours"]["n"] == 2 and entry["ours"]["mean"] == pytest.approx(6.4)
-    assert entry["ours"]["std"] == pytest.approx(0.2828, abs=1e-4)
+    assert entry["ours"]["n"] == 3 and entry["ours"]["mean"] == pytest.approx(6.2)
+    # t(0.975, 2) = 4.303: half-width 4.303 · 0.1 / √3 = 0.248
+    assert entry["ours"]["ci"] == pytest.approx([6.2 - 0.2484, 6.2 + 0.2484], abs=1e-3)
     assert entry["id"] == "err_a" and entry["name"] == "Test error of a"
     assert entry["published"] == "6% (Table 1)"
     assert entry["how"] == (
-        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true; "
+        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1,2, 32-true; "
         "test error at the lowest validation error epoch"
     )
 
 
-def test_value_outside_tolerance_is_not_reproduced():
+def test_wide_interval_around_the_published_number_is_inconclusive():
+    """The mean sits on the published 6%, but three seeds this spread cannot tell: the old rule
+    called it reproduced (its mean within tolerance)."""
+    entry = only_row(value_row(), values("a", 4.0, 6.0, 8.0))
+    assert entry["ours"]["mean"] == pytest.approx(6.0)
+    assert entry["verdict"] == "inconclusive"
+    needed = entry["ours"]["seeds_to_decide"]  # half-width < 0.5 at std 2: ~ (2 · 2 / 0.5)²
+    assert 60 < needed < 70
+    assert f"~{needed} seeds would decide at this spread" in _ours_text(entry)
+
+
+def test_interval_outside_the_band_is_not_reproduced():
     # A run metric is not an effect: the right side of the number is no consolation.
-    entry = only_row(value_row(), [run("a", 0, test_error=6.7), run("a", 1, test_error=6.9)])
+    entry = only_row(value_row(), values("a", 6.9, 7.0, 7.1))
     assert entry["verdict"] == "not reproduced"
 
 
-def test_best_of_n_statistic():
-    runs = [run("a", 0, test_error=6.2), run("a", 1, test_error=7.0)]
-    entry = only_row(value_row(statistic="best"), runs)
-    assert entry["ours"]["best"] == pytest.approx(6.2)
+def test_best_of_n_is_judged_like_with_like():
+    entry = only_row(value_row(statistic="best"), values("a", 6.2, 7.0))
+    assert entry["ours"]["best"] == pytest.approx(6.2) and entry["ours"]["ci"] == [6.2, 6.2]
+    assert entry["verdict"] == "reproduced"
     assert entry["published"] == "6% (Table 1, best)"
+    assert _ours_text(entry).startswith("6.20% (best of 2;")
+
+
+def test_median_of_n_reads_the_smallest_to_largest_seed():
+    entry = only_row(value_row(statistic="median"), values("a", 5.8, 6.1, 6.4))
+    assert entry["ours"]["ci"] == [5.8, 6.4] and entry["verdict"] == "reproduced"
+    assert "covers the median at 75%" in _ours_text(entry)
 
 
 @pytest.mark.parametrize(
     ("diffs", "verdict"),
     [
-        ((-0.9, -1.2), "reproduced"),  # within tolerance of −1
-        ((-3.0, -3.2, -2.8), "direction reproduced"),  # same sign, beyond seed noise
-        ((2.0, 2.2, 2.1), "not reproduced"),  # opposite sign
-        ((-2.0, 1.0, -0.5), "not reproduced"),  # mean −0.5 within its std 1.5: noise
-        ((-3.0, -3.2), "inconclusive"),  # a clear sign, but 2 seeds say little of the spread
+        ((-0.95, -1.0, -1.05), "reproduced"),  # interval inside −1 ± 0.2
+        ((-3.0, -3.2, -2.8), "direction reproduced"),  # excludes zero on the paper's side
+        ((2.0, 2.2, 2.1), "not reproduced"),  # excludes zero on the wrong side
+        ((-3.0, -3.2), "direction reproduced"),  # 2 seeds: t(0.975, 1) = 12.7, still clear
+        ((-3.0, -0.2), "inconclusive"),  # the same sign, too spread for 2 seeds
+        ((-2.0, 1.0, -0.5), "inconclusive"),  # straddles zero and the band
     ],
 )
 def test_difference_row_verdicts(diffs, verdict):
@@ -125,14 +154,35 @@ def test_difference_row_verdicts(diffs, verdict):
     assert entry["verdict"] == verdict
 
 
+def test_the_same_mean_with_more_spread_is_inconclusive():
+    tight = only_row(difference_row(direction="lower"), differences(-3.0, -3.2, -2.8))
+    wide = only_row(difference_row(direction="lower"), differences(-0.5, -7.0, -1.5))
+    assert tight["ours"]["mean"] == pytest.approx(wide["ours"]["mean"])
+    assert (tight["verdict"], wide["verdict"]) == ("direction reproduced", "inconclusive")
+
+
+def test_paired_differences_use_the_pairs():
+    """Seeds that move both arms alike (a hard seed, an easy one) cancel in the per-seed
+    difference: the pairs decide what the two arms' unpaired spreads could not."""
+    runs = []
+    for seed, level in enumerate((5.0, 20.0, 12.0)):
+        runs += [
+            run("a", seed, test_error=level - 1.0 + 0.1 * seed),
+            run("b", seed, test_error=level),
+        ]
+    entry = only_row(difference_row(direction="lower"), runs)
+    assert entry["ours"]["std"] == pytest.approx(0.1)
+    assert entry["verdict"] == "direction reproduced"
+
+
 @pytest.mark.parametrize(
     ("direction", "diffs", "verdict"),
     [
         ("higher", (1.0, 1.4, 1.2), "direction reproduced"),
         ("higher", (-1.0, -1.4, -1.2), "not reproduced"),
         ("lower", (-1.0, -1.4, -1.2), "direction reproduced"),
-        ("lower", (-1.0, 1.4, 0.2), "not reproduced"),
-        ("lower", (-1.0,), "inconclusive"),
+        ("lower", (-1.0, 1.4, 0.2), "inconclusive"),
+        ("lower", (-1.0,), "inconclusive"),  # one seed: no spread, no interval
     ],
 )
 def test_direction_row_verdicts(direction, diffs, verdict):
@@ -160,11 +210,11 @@ def test_saving_row():
     entry = only_row(row, runs)
     assert entry["ours"]["mean"] == pytest.approx(25.0)  # 100 · (1 − a/b) per seed
     assert entry["ours"]["std"] == pytest.approx(0.0)
-    assert entry["verdict"] == "reproduced"
+    assert entry["verdict"] == "reproduced"  # no spread: the interval is the point 25%
     runs[2]["train_time_s"] = 90.0  # seed 1 now saves −12.5%
     entry = only_row(row, runs)
     assert entry["ours"]["mean"] == pytest.approx((25.0 - 12.5) / 2)
-    assert entry["verdict"] == "inconclusive"  # off the published 25%, and 2 seeds judge no effect
+    assert entry["verdict"] == "inconclusive"  # 2 seeds this far apart bound nothing
 
 
 def test_missing_runs_are_not_run_in_this_profile():
@@ -264,11 +314,12 @@ def _paper_dir(root: Path, regime: dict[str, Any] | None = None) -> Path:
     published = {"title": "Tiny paper — Table 1", "rows": [value_row(), _params_row(0.27)]}
     (paper / "published.yaml").write_text(yaml.safe_dump(published, allow_unicode=True))
     networks = {"networks": {"a": {}, "b": {}}} | ({"regime": regime} if regime else {})
-    (paper / "params.yaml").write_text(yaml.safe_dump({**PARAMS, **networks}))
+    (paper / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "seeds": [0, 1, 2], **networks}))
     finished = {"final_train_error": 2.0}
     _write_runs(paper / "runs", [run("a", 0, test_error=6.1, **finished),
-                                 run("a", 1, test_error=6.3, **finished)])  # fmt: skip
-    _write_runs(paper / "runs", [{**run("a", 2, test_error=50.0), "profile": "paper"}])
+                                 run("a", 1, test_error=6.2, **finished),
+                                 run("a", 2, test_error=6.3, **finished)])  # fmt: skip
+    _write_runs(paper / "runs", [{**run("a", 3, test_error=50.0), "profile": "paper"}])
     return paper
 
 
@@ -280,15 +331,15 @@ def test_write_table_writes_json_and_markdown(tmp_path):
         "title": "Tiny paper — Table 1", "rows": rows, "regime": None, "verdict_rule": VERDICT_RULE,
     }  # fmt: skip
     assert [r["verdict"] for r in rows] == ["reproduced", "reproduced"]
-    assert rows[0]["ours"]["n"] == 2  # the paper-profile run stayed out
+    assert rows[0]["ours"]["n"] == 3  # the paper-profile run stayed out
     markdown = (tmp_path / "results" / "table.md").read_text()
     assert markdown == to_markdown("Tiny paper — Table 1", rows)
     lines = markdown.splitlines()
     assert lines[0] == "# Tiny paper — Table 1"
     assert lines[2].startswith("| Result | Published | Ours |")
     assert lines[4] == (
-        "| Test error of a | 6% (Table 1) | 6.20 ± 0.14% (mean ± std, 2 seeds) | "
-        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1, 32-true; "
+        "| Test error of a | 6% (Table 1) | 6.20%, 95% CI [5.95, 6.45] (3 seeds, std 0.10) | "
+        "default profile, cifar10 (45000 train images), 3 epochs, seeds 0,1,2, 32-true; "
         "test error at the lowest validation error epoch | reproduced |"
     )
     assert lines[5].startswith("| ResNet-20 parameters | 0.27M (Table 6) | 0.2697M | counted")
@@ -303,7 +354,7 @@ def _regime(min_gap: float) -> dict[str, Any]:
 @pytest.mark.parametrize(("min_gap", "verdict"), [(1.0, "reproduced"), (9.0, "inconclusive")])
 def test_regime_is_judged_printed_and_decides_trained_rows(tmp_path, min_gap, verdict):
     paper = _paper_dir(tmp_path, regime=_regime(min_gap))
-    for seed in (0, 1):  # the regime reads each run's history: training error per epoch
+    for seed in (0, 1, 2):  # the regime reads each run's history: training error per epoch
         (paper / "runs" / f"a-cifar10-s{seed}-default" / "history.csv").write_text(
             "epoch,lr,train_error\n1,0.1,20\n2,0.1,2\n"
         )
@@ -312,7 +363,7 @@ def test_regime_is_judged_printed_and_decides_trained_rows(tmp_path, min_gap, ve
     table = json.loads((tmp_path / "results" / "table.json").read_text())
     assert table["regime"]["holds"] is (verdict == "reproduced")
     [finding] = table["regime"]["findings"]
-    assert "gap 4.1/4.3 points" in finding["observed"]  # test error 6.1/6.3 − training error 2
+    assert "gap 4.1/4.2/4.3 points" in finding["observed"]  # test error 6.1/6.2/6.3 − 2
     markdown = (tmp_path / "results" / "table.md").read_text()
     assert "Regime (stated in params.yaml before the runs): a overfits" in markdown
     assert f"- {finding['text']}: {'yes' if finding['holds'] else 'no'} (" in markdown
