@@ -7,8 +7,10 @@ stale results that DVC reports as up to date."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,57 @@ def test_a_removed_dep_is_reported(tmp_path: Path) -> None:
 def test_closure_follows_lazy_imports() -> None:
     files = {p.relative_to(REPO).as_posix() for p in module_closure(REPO, {"common.train"})}
     assert {"common/training.py", "common/config.py"} <= files  # training: imported in main()
+
+
+def _tracked_copy(root: Path) -> Path:
+    """The tracked files of the working tree (a fresh clone: no data, runs or results)."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in tracked:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)  # DVC's repository lives in git
+    return root
+
+
+def stale_lock_entries(status: dict[str, Any]) -> list[str]:
+    """What `dvc status --json` says beyond "not run here yet": a dep, param or command that
+    differs from the committed lock (an output deleted or not in cache is only missing)."""
+    stale = []
+    for stage, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):  # "always changed": the root stages that print
+                continue
+            for kind, entries in change.items():
+                missing = kind in ("changed outs", "changed deps") and all(
+                    state in ("deleted", "not in cache") for state in entries.values()
+                )
+                if not missing:
+                    stale.append(f"{stage}: {kind}: {entries}")
+    return stale
+
+
+def test_committed_locks_match_the_code_beside_them(tmp_path: Path) -> None:
+    """Issue 19: `dvc status` on a fresh clone says only what is not run there yet. The committed
+    dvc.lock files are those of the measured default-profile runs (each paper's README states
+    them): a change to what a stage runs means running that paper again and committing its lock."""
+    root = _tracked_copy(tmp_path)
+    targets = [str(p.relative_to(root)) for p in sorted(root.glob("papers/*/dvc.yaml"))]
+    dvc = str(REPO / ".venv" / "bin" / "dvc")
+    result = subprocess.run(
+        [dvc, "status", "--json", "data@fashion_mnist", *targets],
+        cwd=root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert stale_lock_entries(json.loads(result.stdout)) == []
+
+
+def test_a_changed_module_is_a_stale_lock_entry(tmp_path: Path) -> None:
+    status = {"papers/x/dvc.yaml:train@a": [{"changed deps": {"common/training.py": "modified"}}],
+              "papers/x/dvc.yaml:train@b": [{"changed outs": {"runs/b/ckpt": "not in cache"}}],
+              "papers/x": ["always changed"]}  # fmt: skip
+    assert stale_lock_entries(status) == [
+        "papers/x/dvc.yaml:train@a: changed deps: {'common/training.py': 'modified'}"
+    ]
