@@ -120,7 +120,8 @@ def _how(runs: list[dict], dataset: str, arms: list[str], metric: str) -> str:
     first = chosen[0]
     seeds = sorted({r["seed"] for r in chosen})
     epochs = sorted({r["epochs"] for r in chosen})
-    threads = f", {first['threads']} CPU threads" if "threads" in first else ""  # since issue 18
+    n = first.get("threads")  # recorded since issue 18
+    threads = "" if n is None else f", {n} CPU thread{'' if n == 1 else 's'}"
     select = first["select"].replace("_", " ").replace("lowest val", "lowest validation error")
     measure = MEASURES.get(metric, f"`{metric}` of each run's analysis").format(select=select)
     return (
