@@ -393,6 +393,7 @@ def dvc_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess
     files = ("params.yaml", "published.yaml")
     original = {name: yaml.safe_load((paper / name).read_text()) for name in files}
     original["params.yaml"].update(profile="smoke", seeds=[0], arms=["resnet20"])  # one run
+    original["params.yaml"]["regime"]["criteria"][0]["arms"] = ["resnet20"]  # trained arms only
     results = {}
     for case, (file, edit, _) in DVC_CASES.items():
         for name, content in copy.deepcopy(original).items():
