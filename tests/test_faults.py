@@ -269,7 +269,10 @@ def writer(tmp_path_factory, new_params, prepared_file):
     )  # fmt: skip
     pid = int(parent.stdout.readline())
     try:
+        # The epoch's line is printed before its checkpoint is saved (Lightning runs checkpoint
+        # callbacks last): wait for both, or a kill could land before any checkpoint exists.
         _wait_for(lambda: "epoch 1/500" in log.read_text(), 90)
+        _wait_for(lambda: (out / "ckpt" / "last.ckpt").is_file(), 30)
         yield types.SimpleNamespace(
             parent=parent, pid=pid, params_file=params_file, out=out, log=log
         )
