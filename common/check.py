@@ -42,24 +42,11 @@ def paper_checks(paper_dir: Path) -> ModuleType | None:
     return importlib.import_module(f"papers.{Path(paper_dir).name}.checks")
 
 
-def _sources(paper_dir: Path, params: dict[str, Any]) -> list[Path]:
-    """The paper and the papers whose runs it reads (`results_from`)."""
-    others = params.get("results_from", [])
-    others = others if isinstance(others, list) else [others]
-    for other in others:
-        if not isinstance(other, str) or not (Path(other) / "published.yaml").is_file():
-            raise ConfigError(f"results_from: {other!r} is not a paper folder (papers/<name>)")
-    return [Path(paper_dir), *map(Path, others)]
-
-
 def _known(paper_dir: Path, params: dict[str, Any]) -> tuple[set[str], set[str]]:
-    """The networks and the metrics a published row may cite: the paper's and its sources'."""
-    networks, metrics = set(), set(RUN_METRICS)
-    for source in _sources(paper_dir, params):
-        own = params if source == Path(paper_dir) else load_params(source / "params.yaml")
-        networks |= set(own.get("networks") or {})
-        metrics |= set(getattr(paper_checks(source), "METRICS", ()))
-    return networks, metrics
+    """The networks and the metrics a published row may cite: the paper's networks, the run
+    metrics and those its analyses write (`checks.METRICS`)."""
+    metrics = set(RUN_METRICS) | set(getattr(paper_checks(paper_dir), "METRICS", ()))
+    return set(params.get("networks") or {}), metrics
 
 
 def check_runs(paper_dir: Path, params: dict[str, Any], shared: dict[str, Any]) -> int:

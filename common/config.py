@@ -128,27 +128,20 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Multi-step learning-rate schedule, milestones in epochs or iterations, optional warm-up.
-
-    Warm-up (ResNet-110): train at `warmup_lr` until the mean training error of the last 20
-    mini-batches falls below `warmup_until_error`, then switch to `lr`.
-    """
+    """Multi-step learning-rate schedule, milestones in epochs or iterations (a paper's own rule,
+    such as ResNet-110's warm-up, is one of the run's `callbacks`)."""
 
     epochs: int = 10
     max_steps: int = -1  # stop after this many iterations (-1: run all epochs)
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     unit: str = "epoch"
-    warmup_lr: float | None = None
-    warmup_until_error: float = 0.8
 
     def __post_init__(self) -> None:
         choice("schedule.unit", self.unit, ("epoch", "step"))
         number("schedule.epochs", self.epochs, minimum=1, integer=True)
         number("schedule.max_steps", self.max_steps, minimum=-1, integer=True)
         number("schedule.gamma", self.gamma, minimum=0)
-        if self.warmup_lr is not None:
-            number("schedule.warmup_lr", self.warmup_lr, minimum=0)
         milestones = self.milestones if isinstance(self.milestones, list | tuple) else [None]
         for m in milestones:
             number("schedule.milestones", m, minimum=1, integer=True)
@@ -203,6 +196,9 @@ class RunConfig:
     seed: int
     model: dict[str, Any]
     select: str = "last"  # which epoch's test error is reported: last, or lowest validation error
+    # A paper's own training behaviour (a Lightning Callback each, built like the model): name ->
+    # {class_path, its arguments}; a mapping, so a network's entry merges into its profile's.
+    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -213,8 +209,6 @@ class RunConfig:
         choice("select", self.select, ("last", "lowest_val"))
         if self.select == "lowest_val" and self.data.val_size == 0:
             raise ConfigError("select: lowest_val needs a validation set (data.val_size > 0)")
-        if "class_path" not in self.model:
-            raise ConfigError("model.class_path: missing (a `module.Class` path to the network)")
         choice("wandb.mode", self.wandb.get("mode", "offline"), WANDB_MODES)
         info = DATASETS[choice("dataset", self.dataset, DATASETS)]
         if info.folder and self.data.val_size != 0:
@@ -225,6 +219,7 @@ class RunConfig:
         if info.train_images:  # a prepared set: its sizes are known before it is read
             check_sizes(self.data, info.train_images, info.test_images, self.dataset)
         build_model(self.model, info.shape[0], info.num_classes)  # its arguments, checked now
+        build_callbacks(self.callbacks)
 
     @property
     def name(self) -> str:
@@ -279,23 +274,38 @@ def _section(cls: type, values: dict[str, Any] | None, name: str) -> Any:
     return cls(**values)
 
 
-def build_model(spec: dict[str, Any], in_channels: int, num_classes: int) -> Any:
-    """Instantiate `spec["class_path"]` with the spec's other keys as keyword arguments.
+def instantiate(spec: Any, name: str, **given: Any) -> Any:
+    """Instantiate `spec["class_path"]` with `given` and the spec's other keys as keyword
+    arguments; every problem is a ConfigError naming `name` (the spec's field).
 
     Arguments are checked against the class's annotations first, so a value of the wrong type
-    is reported by its field name rather than by whatever comparison it breaks inside the model.
+    is reported by its field name rather than by whatever comparison it breaks inside the class.
     """
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ConfigError(f"{name}.class_path: missing (a `module.Class` path)")
     kwargs = {k: v for k, v in spec.items() if k != "class_path"}
     module_name, _, class_name = str(spec["class_path"]).rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"model.class_path: cannot import {spec['class_path']!r}") from err
-    _check_types(cls.__init__, kwargs, "model")
+        raise ConfigError(f"{name}.class_path: cannot import {spec['class_path']!r}") from err
+    _check_types(cls.__init__, kwargs, name)
     try:
-        return cls(in_channels=in_channels, num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError) as err:  # an argument the model does not take, or a bad value
-        raise ConfigError(f"model: {err}") from err
+        return cls(**given, **kwargs)
+    except (TypeError, ValueError) as err:  # an argument the class does not take, or a bad value
+        raise ConfigError(f"{name}: {err}") from err
+
+
+def build_model(spec: dict[str, Any], in_channels: int, num_classes: int) -> Any:
+    """The network of `spec` (`model`): every model takes `in_channels` and `num_classes`."""
+    return instantiate(spec, "model", in_channels=in_channels, num_classes=num_classes)
+
+
+def build_callbacks(specs: Any) -> list[Any]:
+    """The run's `callbacks` (name -> spec), in the order the params list them."""
+    if not isinstance(specs, dict):
+        raise ConfigError(f"callbacks: {specs!r} must be a mapping of names to {{class_path: ...}}")
+    return [instantiate(spec, f"callbacks.{name}") for name, spec in specs.items()]
 
 
 def _check_types(function: Any, values: dict[str, Any], name: str) -> None:
@@ -403,7 +413,8 @@ def resolve(
     choice("arm", arm, networks)
     run = merge(shared or {}, _without(block, "datasets"))
     run = merge(merge(run, datasets[dataset]), networks[arm])
-    unknown = set(run) - {"model", "select", "data", "optim", "schedule", "trainer", "wandb"}
+    sections = {"model", "select", "callbacks", "data", "optim", "schedule", "trainer", "wandb"}
+    unknown = set(run) - sections
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown section in profile {profile!r}")
     for section, keys in REQUIRED.items():
@@ -422,6 +433,7 @@ def resolve(
         seed=seed,
         model=run.get("model", {}),
         select=run.get("select", "last"),
+        callbacks=run.get("callbacks", {}),
         data=_section(DataConfig, run.get("data"), "data"),
         optim=_section(OptimConfig, run.get("optim"), "optim"),
         schedule=_section(ScheduleConfig, run.get("schedule"), "schedule"),

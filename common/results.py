@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,44 +79,40 @@ def _key(record: Any) -> tuple | None:
     return tuple(record[k] for k in IDENTITY) if ok else None
 
 
-def _analyses(dirs: Sequence[Path]) -> dict[tuple, dict[str, Any]]:
-    """Scalar metrics of the analyses under `dirs`' runs/ and results/, by run identity (the
+def _analyses(paper_dir: Path) -> dict[tuple, dict[str, Any]]:
+    """Scalar metrics of the analyses under the paper's runs/ and results/, by run identity (the
     first file, in path order, to give a metric gives its value)."""
     found: dict[tuple, dict[str, Any]] = {}
-    for d in dirs:
-        for path in sorted(p for f in ("runs", "results") for p in (d / f).rglob("*.json")):
-            if path.name in RUN_FILES:  # the runs' own files
-                continue
-            record = json.loads(path.read_text())
-            key = _key(record)
-            if key is not None:
-                scalars = {k: v for k, v in record.items() if isinstance(v, int | float | str)}
-                found[key] = scalars | found.get(key, {})
+    for path in sorted(p for f in ("runs", "results") for p in (paper_dir / f).rglob("*.json")):
+        if path.name in RUN_FILES:  # the runs' own files
+            continue
+        record = json.loads(path.read_text())
+        key = _key(record)
+        if key is not None:
+            scalars = {k: v for k, v in record.items() if isinstance(v, int | float | str)}
+            found[key] = scalars | found.get(key, {})
     return found
 
 
-def load_runs(
-    paper_dir: Path, finished_only: bool = False, also: Sequence[Path | str] = ()
-) -> list[Run]:
-    """Every run of the paper (and of the paper folders `also`) with at least one epoch written,
-    sorted by arm, dataset, seed; a finished run's metrics gain its analyses' scalar metrics,
-    never replacing one of its own."""
-    dirs = [Path(paper_dir), *map(Path, also)]
-    analyses, runs = _analyses(dirs), []
-    for d in dirs:
-        written = {p.parent for f in ("history.csv", "metrics.json") for p in d.glob(f"runs/*/{f}")}
-        for run_dir in sorted(written):
-            identity, metrics = _identity(run_dir), run_record(run_dir)
-            if identity is None or (finished_only and metrics is None):
-                continue
-            if metrics is not None:
-                metrics |= {k: v for k, v in analyses.get(_key(metrics), {}).items()
-                            if k not in metrics}  # fmt: skip
-            history_file = run_dir / "history.csv"
-            history = read_history(history_file) if history_file.is_file() else {}
-            runs.append(
-                Run(identity["arm"], identity["dataset"], int(identity["seed"]), history, metrics)
-            )
+def load_runs(paper_dir: Path, finished_only: bool = False) -> list[Run]:
+    """Every run of the paper with at least one epoch written, sorted by arm, dataset, seed; a
+    finished run's metrics gain its analyses' scalar metrics, never replacing one of its own."""
+    paper_dir = Path(paper_dir)
+    analyses, runs = _analyses(paper_dir), []
+    files = ("history.csv", "metrics.json")
+    written = {p.parent for f in files for p in paper_dir.glob(f"runs/*/{f}")}
+    for run_dir in sorted(written):
+        identity, metrics = _identity(run_dir), run_record(run_dir)
+        if identity is None or (finished_only and metrics is None):
+            continue
+        if metrics is not None:
+            metrics |= {k: v for k, v in analyses.get(_key(metrics), {}).items()
+                        if k not in metrics}  # fmt: skip
+        history_file = run_dir / "history.csv"
+        history = read_history(history_file) if history_file.is_file() else {}
+        runs.append(
+            Run(identity["arm"], identity["dataset"], int(identity["seed"]), history, metrics)
+        )
     return sorted(runs, key=lambda r: (r.arm, r.dataset, r.seed))
 
 

@@ -9,8 +9,7 @@
 A run's metrics are its `run.json` and `metrics.json` plus the scalar metrics of every analysis
 of it: any JSON under the paper's `runs/` or `results/` keyed like run.json (paper, profile, arm,
 dataset, seed), e.g. lesions evaluated on its checkpoint; `common.results.load_runs` reads them,
-for the notebooks too. `results_from: [papers/<other>]` in params.yaml adds another paper's runs
-(a paper that analyses networks its parent paper trained).
+for the notebooks too.
 A published value is a number, or `direction: higher | lower` where the paper gives only a figure.
 A row on a folder data set (ImageNet) without runs says so in one line when its directory
 (`data.root` of the profile that runs it) is absent: "not run: imagenet folder not found at …".
@@ -64,14 +63,12 @@ def _active(metrics: dict[str, Any], params: dict[str, Any]) -> bool:
 
 
 def active_runs(paper_dir: Path, params: dict[str, Any]) -> list[Run]:
-    """The finished runs of the active profile's arms × data sets × seeds, this paper's and those
-    of the papers in `results_from`, with their analyses' scalar metrics (common.results).
+    """The paper's finished runs of the active profile's arms × data sets × seeds, with their
+    analyses' scalar metrics (common.results).
 
     Runs left over from another profile or seed list stay on disk but out of the table.
     """
-    others = params.get("results_from", [])
-    also = [others] if isinstance(others, str) else others
-    runs = load_runs(paper_dir, finished_only=True, also=also)
+    runs = load_runs(paper_dir, finished_only=True)
     return [r for r in runs if _active(r.metrics, params)]
 
 

@@ -2,8 +2,8 @@
 
 Lightning owns the loop, checkpoints, DDP and the progress bar; this file adds what the papers
 specify: SGD with momentum/Nesterov/weight decay, multi-step schedules by epoch or iteration,
-ResNet-110's warm-up (a callback), per-epoch train/val/test error, and resumption from the last
-checkpoint.
+per-epoch train/val/test error, and resumption from the last checkpoint. A paper's own training
+rule is a Lightning callback in its folder, which the run's `callbacks` name.
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import sys
 import time
 import warnings
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 from torch import Tensor, nn
 
-from common.config import ConfigError, OptimConfig, RunConfig, ScheduleConfig, build_model
+from common.config import (
+    ConfigError,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    build_callbacks,
+    build_model,
+)
 from common.console import console_callbacks, silence_noise, watched
 from common.data import ImageDataModule, load_prepared
 from common.datasets import DATASETS
@@ -143,11 +148,6 @@ class Classifier(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": s.unit},
         }
 
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
-        # Zeros, not None: a branch skipped this step (stochastic depth) still gets weight decay
-        # and momentum, as in the official Torch code; SGD skips parameters whose grad is None.
-        optimizer.zero_grad(set_to_none=False)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["run_digest"] = self.run_digest
         # The RNG drives shuffling, crops, flips and dropped blocks: restoring it makes a resumed
@@ -161,55 +161,6 @@ class Classifier(L.LightningModule):
             torch.set_rng_state(checkpoint["rng_state"])
         if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng_state"])
-
-
-class WarmUp(Callback):
-    """ResNet-110's warm-up (He et al. 2015, §4.2): train at `lr` (0.01) until the training error
-    falls below `until_error` (80%), then at the schedule's LR for good. The error is the mean of
-    the last `window` mini-batches, not of one noisy batch; the batch that crosses the threshold
-    already steps at the scheduled LR. Its state travels in the checkpoint (a resumed run warms up
-    exactly as the uninterrupted one)."""
-
-    def __init__(self, lr: float, until_error: float, window: int = 20) -> None:
-        self.lr, self.until_error = lr, until_error
-        self.warming_up = True
-        self.recent_errors: deque[float] = deque(maxlen=window)
-
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args: Any):
-        if self.warming_up:  # the scheduler set its own LR at its last step
-            _set_lr(trainer.optimizers[0], [self.lr] * len(trainer.optimizers[0].param_groups))
-
-    def on_before_optimizer_step(
-        self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any
-    ) -> None:
-        if not self.warming_up:
-            return
-        # The mean over the DDP ranks' batches: every rank switches at the same step.
-        error = trainer.strategy.reduce(module.train_batch_error, reduce_op="mean")
-        self.recent_errors.append(float(error))
-        if statistics.fmean(self.recent_errors) < self.until_error * 100:
-            self.warming_up = False
-            _set_lr(optimizer, trainer.lr_scheduler_configs[0].scheduler.get_last_lr())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"warming_up": self.warming_up, "recent_errors": list(self.recent_errors)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.warming_up = state["warming_up"]
-        self.recent_errors.clear()
-        self.recent_errors.extend(state["recent_errors"])
-
-
-def _set_lr(optimizer: Any, lrs: list[float]) -> None:
-    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
-
-
-def warm_up(schedule: ScheduleConfig) -> list[Callback]:
-    """The WarmUp callback a schedule asks for (`warmup_lr`), if any."""
-    if schedule.warmup_lr is None:
-        return []
-    return [WarmUp(schedule.warmup_lr, schedule.warmup_until_error)]
 
 
 class History(Callback):
@@ -496,7 +447,7 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
         limit_val_batches=t.limit_val_batches, num_sanity_val_steps=0,
         deterministic=deterministic_mode(t.accelerator),
         callbacks=[
-            history, *warm_up(config.schedule), _last_checkpoint(out / "ckpt"),
+            history, *build_callbacks(config.callbacks), _last_checkpoint(out / "ckpt"),
             *([best] if best else []),
             *console_callbacks(lambda: history.rows[-1]),
         ],

@@ -1,4 +1,4 @@
-"""common/training.py: schedule, warm-up, `fit` outputs, determinism, resumption, DDP."""
+"""common/training.py: schedule, `fit` outputs, determinism, resumption, DDP."""
 
 from __future__ import annotations
 
@@ -8,27 +8,24 @@ import math
 import pickle
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from common.config import ConfigError, OptimConfig, ScheduleConfig, build_model
+from common.config import ConfigError, build_model
 from common.data import ImageDataModule
 from common.metrics import count_params
 from common.results import RUN_METRICS
 from common.training import (
     EVAL_TRAIN_FIELDS,
     HISTORY_FIELDS,
-    Classifier,
     History,
     MultiStep,
     fit,
     load_network,
     resolve_precision,
     select_epoch,
-    warm_up,
 )
 from papers.resnet.model import CifarResNet
 
@@ -118,54 +115,6 @@ def test_build_model_errors_are_config_errors():
 
 
 # ---- warm-up, driven step by step ----
-
-
-class Logits(nn.Module):
-    """Returns its input as the logits, so a test chooses each batch's error."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.w
-
-
-def _batch(error_pct: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """10 samples predicted as class 0, `error_pct`% of them labelled otherwise."""
-    logits = torch.zeros(10, 10)
-    logits[:, 0] = 1
-    labels = torch.zeros(10, dtype=torch.long)
-    labels[: error_pct // 10] = 1
-    return logits, labels
-
-
-def test_warmup_switches_once_error_drops_below_threshold(monkeypatch):
-    schedule = ScheduleConfig(milestones=(), warmup_lr=0.01, warmup_until_error=0.8)
-    module = Classifier(Logits(), OptimConfig(lr=0.1), schedule, channels_last=False)
-    config = module.configure_optimizers()
-    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
-    trainer = SimpleNamespace(
-        optimizers=[optimizer], lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
-        strategy=SimpleNamespace(reduce=lambda value, reduce_op: value),
-    )  # fmt: skip
-    [callback] = warm_up(schedule)
-    lrs = []
-    for i, error in enumerate([100, 60, 70, 50, 100, 100]):
-        callback.on_train_batch_start(trainer, module, None, i)
-        module.training_step(_batch(error), i)
-        callback.on_before_optimizer_step(trainer, module, optimizer)
-        lrs.append(optimizer.param_groups[0]["lr"])  # the LR optimizer.step() uses
-    # The mean of the recent batches: 100, 80 (not below 80%), then 76.7: from that batch on the
-    # scheduled LR, for good, even when later batches err more.
-    assert lrs == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.1, 0.1])
-    state = callback.state_dict()
-    assert not state["warming_up"] and state["recent_errors"] == pytest.approx([100, 60, 70])
-
-
-def test_no_warmup_without_warmup_lr():
-    assert warm_up(ScheduleConfig()) == []
 
 
 # ---- fit ----
@@ -295,31 +244,6 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(
     assert_close_rows(rows, read_history(full_out))
 
 
-def test_run_interrupted_during_warmup_resumes_it_exactly(
-    tmp_path, monkeypatch, prepared_file, make_config
-):
-    """Warm-up ends in epoch 2, on the mean error of batches from both epochs: a run resumed at
-    epoch 2 must have restored epoch 1's batch errors to end it at the same step."""
-    never = fit(make_config(schedule={"warmup_lr": 0.01, "warmup_until_error": 0.0}),
-                prepared_file, tmp_path / "never")  # fmt: skip
-    e1, e2 = (r["train_error"] for r in read_history(tmp_path / "never"))
-    assert e2 < e1  # training at 0.01 lowers the error
-    until = (e1 + (e1 + e2) / 2) / 2 / 100  # below epoch 1's mean, above the mean of both
-    config = make_config(schedule={"warmup_lr": 0.01, "warmup_until_error": until})
-    full = fit(config, prepared_file, tmp_path / "full")
-    _interrupt_at_epoch_2(monkeypatch)
-    with pytest.raises(Interrupted):
-        fit(config, prepared_file, tmp_path / "run")
-    monkeypatch.undo()
-    resumed = fit(config, prepared_file, tmp_path / "run")
-    ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.ckpt", weights_only=True)
-    assert ckpt["callbacks"]["WarmUp"]["warming_up"] is False  # it ended, in epoch 2
-    assert read_history(tmp_path / "full")[0]["lr"] == pytest.approx(0.01)
-    assert full["test_error"] != never["test_error"]  # its end changed the trained network
-    assert without(resumed) == without(full)
-    assert_close_rows(read_history(tmp_path / "run"), read_history(tmp_path / "full"))
-
-
 def test_changed_config_discards_the_checkpoint(full_run, tmp_path, prepared_file, make_config):
     out = tmp_path / "run"
     shutil.copytree(full_run[0], out)
@@ -332,19 +256,6 @@ def test_changed_config_discards_the_checkpoint(full_run, tmp_path, prepared_fil
     assert metrics["steps"] == 10 and metrics["config_digest"] == config.digest()
     ckpt = torch.load(out / "ckpt" / "last.ckpt", weights_only=True)
     assert ckpt["run_digest"] == metrics["run_digest"] != full_run[1]["run_digest"]
-
-
-@pytest.mark.parametrize(
-    ("until_error", "lrs", "warming_up"),
-    [(1.0, [0.05, 0.005], False), (0.0, [0.01, 0.01], True)],
-)
-def test_warmup_in_fit(tmp_path, prepared_file, make_config, until_error, lrs, warming_up):
-    """100%: the first batch ends warm-up, then the schedule; 0%: warm-up never ends."""
-    schedule = {"warmup_lr": 0.01, "warmup_until_error": until_error}
-    fit(make_config(schedule=schedule), prepared_file, tmp_path)
-    assert [r["lr"] for r in read_history(tmp_path)] == pytest.approx(lrs)
-    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
-    assert ckpt["callbacks"]["WarmUp"]["warming_up"] is warming_up
 
 
 def test_lowest_val_selection_in_fit(tmp_path, prepared_file, make_config):

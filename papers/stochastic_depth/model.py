@@ -85,8 +85,8 @@ class StochasticDepthResNet(ResNet):
     Training notes: a dropped block's parameters get no gradient in that step, so
     - DDP needs find_unused_parameters=True (Lightning: strategy="ddp_find_unused_parameters_true");
       every rank seeded alike (seed_everything) draws the same blocks;
-    - zero_grad(set_to_none=False) keeps SGD's weight decay and momentum acting on dropped blocks,
-      as in the official Torch code; with None gradients torch's SGD skips those parameters.
+    - `callbacks.DecayDroppedBlocks` keeps SGD's weight decay and momentum acting on dropped
+      blocks, as in the official Torch code; with None gradients torch's SGD skips those parameters.
 
     Args:
         depth: 6n+2 weighted layers; L = 3n residual blocks.
