@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import re
 import types
@@ -290,6 +291,12 @@ def instantiate(spec: Any, name: str, **given: Any) -> Any:
     except (ImportError, AttributeError, ValueError) as err:
         raise ConfigError(f"{name}.class_path: cannot import {spec['class_path']!r}") from err
     _check_types(cls.__init__, kwargs, name)
+    takes = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in takes.values()) and set(given) - set(takes):
+        raise ConfigError(
+            f"{name}.class_path: {spec['class_path']} must take {', '.join(given)} as keyword "
+            "arguments (the contracts: papers/README.md)"
+        )
     try:
         return cls(**given, **kwargs)
     except (TypeError, ValueError) as err:  # an argument the class does not take, or a bad value
