@@ -1,120 +1,95 @@
-"""Every DVC stage lists, as deps, each repo module its command runs: the `python -m` module, what
-it imports (transitively, lazy imports included), and the modules its `class_path`s load — from
-the paper's params.yaml for training and the check stage (with the paper's `checks.py`), from
-published.yaml for the key table. A missing dep leaves
-stale results that DVC reports as up to date."""
+"""Every DVC stage lists, as deps, exactly the repo modules its command runs (`common.pipeline`
+generates them: the `python -m` module, what it imports, transitively, lazy imports included,
+and the modules the paper's `class_path`s load), and the committed locks match the code beside
+them. A missing dep leaves stale results that DVC reports as up to date."""
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from common import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "papers")
 
 
-def _module_file(root: Path, module: str) -> Path | None:
-    base = root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def test_every_stage_lists_exactly_the_code_it_runs() -> None:
+    """`python -m common.pipeline --check` on this repo: the root dvc.yaml and every paper's."""
+    result = subprocess.run(
+        [sys.executable, "-m", "common.pipeline", "--check"], cwd=REPO, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _imports(path: Path) -> set[str]:
-    """Repo modules `path` imports anywhere (module level or inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-    return {m for m in found if m.split(".")[0] in PACKAGES}
+def _code_copy(root: Path) -> Path:
+    """The code and the DVC files (no runs, results or W&B logs)."""
+    shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in ("common", "papers"):
+        skip = shutil.ignore_patterns("runs", "results", "wandb", "__pycache__")
+        shutil.copytree(REPO / name, root / name, ignore=skip)
+    return root
 
 
-def module_closure(root: Path, modules: set[str]) -> set[Path]:
-    """The files of `modules` and of every repo module they import, transitively."""
-    seen: set[Path] = set()
-    todo = list(modules)
-    while todo:
-        path = _module_file(root, todo.pop())
-        if path and path not in seen:
-            seen.add(path)
-            todo += _imports(path)
-    return seen
+def test_a_stale_dep_list_is_reported_with_its_fix_and_fixed(tmp_path: Path) -> None:
+    root = _code_copy(tmp_path)
+    dvc_file = root / "papers/resnet/dvc.yaml"
+    generated = pipeline.rewrite(root, dvc_file)  # as the repo's, whatever the code now runs
+    assert "      - common/metrics.py\n" in generated
+    stale = generated.replace("      - common/metrics.py\n", "", 1).replace(
+        "      - common/check.py\n", "      - common/check.py\n      - common/stats.py\n", 1
+    )
+    dvc_file.write_text(stale)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "common.pipeline", *args], cwd=root,
+                              capture_output=True, text=True)  # fmt: skip
+
+    check = run("--check")
+    assert check.returncode == 1
+    fix = "(fix: python -m common.pipeline papers/resnet)"
+    assert f"papers/resnet/dvc.yaml: stage train lacks common/metrics.py {fix}" in check.stdout
+    assert f"stage check lists common/stats.py, which it does not run {fix}" in check.stdout
+    assert run("papers/resnet").returncode == 0
+    assert dvc_file.read_text() == generated  # comments, other deps and layout as they were
+    assert run("--check", "papers/resnet").returncode == 0
 
 
-def class_path_modules(tree: Any) -> Iterator[str]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            if key == "class_path" and isinstance(value, str):
-                yield value.rpartition(".")[0]
-            else:
-                yield from class_path_modules(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from class_path_modules(value)
+def test_a_stage_without_deps_gets_them(tmp_path: Path) -> None:
+    root = _code_copy(tmp_path)
+    (root / "dvc.yaml").write_text(
+        "stages:\n  data:  # a comment\n    cmd: python -m common.data x y\n    outs:\n      - y\n"
+    )
+    assert pipeline.stale(root, root / "dvc.yaml")
+    (root / "dvc.yaml").write_text(pipeline.rewrite(root, root / "dvc.yaml"))
+    text = (root / "dvc.yaml").read_text()
+    assert text.startswith("stages:\n  data:  # a comment\n    cmd: python -m common.data x y\n"
+                           "    deps:\n      - common/config.py\n")  # fmt: skip
+    assert "      - common/data.py\n" in text
+    assert text.endswith("    outs:\n      - y\n")
+    assert pipeline.stale(root, root / "dvc.yaml") == []
 
 
-def _yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
-
-
-def needed(root: Path, folder: Path, cmd: str) -> set[Path]:
-    """The repo files a stage's command runs."""
-    modules = set(re.findall(r"python3?\s+-m\s+([\w.]+)", cmd))
-    if modules & {"common.train", "common.check"}:
-        modules |= set(class_path_modules(_yaml(folder / "params.yaml")))
-    if modules & {"common.check", "common.table"} and (folder / "checks.py").is_file():
-        modules.add(f"papers.{folder.name}.checks")  # the paper's own checks, imported by name
-    if re.search(r"common\.table\s+build", cmd):
-        modules |= set(class_path_modules(_yaml(folder / "published.yaml")))
-    return module_closure(root, modules)
-
-
-def missing_deps(root: Path) -> list[str]:
-    """`dvc.yaml:stage: file` for every repo file a stage runs but does not list as a dep."""
-    missing = []
-    for dvc_file in [root / "dvc.yaml", *sorted(root.glob("papers/*/dvc.yaml"))]:
-        folder = dvc_file.parent
-        for name, stage in (_yaml(dvc_file).get("stages") or {}).items():
-            cmd = stage["cmd"] if isinstance(stage["cmd"], str) else " ".join(stage["cmd"])
-            wdir = folder / stage.get("wdir", ".")
-            deps = [
-                (wdir / (d if isinstance(d, str) else next(iter(d)))).resolve()
-                for d in stage.get("deps", [])
-            ]
-            for path in sorted(needed(root, folder, cmd)):
-                if not any(path == d or d in path.parents for d in deps):
-                    missing.append(f"{dvc_file.relative_to(root)}:{name}: {path.relative_to(root)}")
-    return missing
-
-
-def test_every_stage_lists_the_modules_it_runs() -> None:
-    assert missing_deps(REPO) == []
-
-
-def test_a_removed_dep_is_reported(tmp_path: Path) -> None:
-    for name in ("dvc.yaml", "common", "papers"):
-        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
-        copy(REPO / name, tmp_path / name)
-    dvc_file = tmp_path / "papers/resnet/dvc.yaml"
-    text = dvc_file.read_text()
-    assert "      - common/metrics.py\n" in text
-    dvc_file.write_text(text.replace("      - common/metrics.py\n", "", 1))
-    assert [m for m in missing_deps(tmp_path) if m.endswith("common/metrics.py")]
+def test_class_paths_anywhere_in_params_are_deps() -> None:
+    params = {
+        "networks": {"a": {"model": {"depth": 8}, "callbacks": [
+            {"class_path": "papers.x.callbacks.WarmUp"}]}},
+        "profiles": {"paper": {"model": {"class_path": "papers.x.model.Net"},
+                               "hooks": {"module": "papers.x.hooks"}}},
+    }  # fmt: skip
+    assert set(pipeline.class_path_modules(params)) == {
+        "papers.x.callbacks", "papers.x.model", "papers.x.hooks"
+    }  # fmt: skip
 
 
 def test_closure_follows_lazy_imports() -> None:
-    files = {p.relative_to(REPO).as_posix() for p in module_closure(REPO, {"common.train"})}
+    files = {
+        p.relative_to(REPO).as_posix() for p in pipeline.module_closure(REPO, {"common.train"})
+    }
     assert {"common/training.py", "common/config.py"} <= files  # training: imported in main()
 
 
@@ -153,7 +128,8 @@ def test_committed_locks_match_the_code_beside_them(tmp_path: Path) -> None:
     dvc.lock files are those of the measured default-profile runs (each paper's README states
     them): a change to what a stage runs means running that paper again and committing its lock."""
     root = _tracked_copy(tmp_path)
-    targets = [str(p.relative_to(root)) for p in sorted(root.glob("papers/*/dvc.yaml"))]
+    locked = sorted(p.with_name("dvc.yaml") for p in root.glob("papers/*/dvc.lock"))
+    targets = [str(p.relative_to(root)) for p in locked]  # a paper not run yet has no lock
     dvc = str(REPO / ".venv" / "bin" / "dvc")
     result = subprocess.run(
         [dvc, "status", "--json", "data@fashion_mnist", *targets],
