@@ -27,6 +27,7 @@ from common.config import (
     load_params,
     resolve,
 )
+from common.params import check_params
 from common.published import check_rows, load_published
 from common.regime import check_regime
 from common.results import RUN_METRICS
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         params, published = check_paper(args.paper_dir)
+        check_params(params)  # the whole file against its schema (common/params.py)
         shared = load_params(args.shared) if args.shared.is_file() else {}
         runs = check_runs(args.paper_dir, params, shared)
     except ConfigError as err:

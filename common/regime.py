@@ -23,17 +23,63 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from common.config import ConfigError, choice, number
+from pydantic import Field
+
+from common.config import choice
 from common.results import Run
+from common.schema import Model, validate
 
-CHECKS = {
-    "trained": ("max_train_error",),
-    "overfits": ("max_train_error", "min_gap"),
-    "converged": ("last_epochs", "tolerance"),
-}
-OPTIONAL = {"converged": {"metric": ("train_error", "train_eval_error")}}
+
+class _Criterion(Model):
+    check: str
+    """What must hold: trained, overfits or converged."""
+    arms: list[str] = Field(min_length=1)
+    """The arms it must hold on, on every seed; each one of the trained `arms`."""
+
+
+class Trained(_Criterion):
+    """Final training error ≤ max_train_error (%): a network trained to a low error."""
+
+    check: Literal["trained"]
+    max_train_error: float = Field(ge=0)
+    """The highest final training error allowed, in %."""
+
+
+class Overfits(_Criterion):
+    """Final training error ≤ max_train_error (%) and test − final training error ≥ min_gap."""
+
+    check: Literal["overfits"]
+    max_train_error: float = Field(ge=0)
+    """The highest final training error allowed, in %."""
+    min_gap: float = Field(ge=0)
+    """The least test error − final training error allowed, in points."""
+
+
+class Converged(_Criterion):
+    """Over the last `last_epochs` epochs, all at the final LR, the training error moves by ≤
+    `tolerance` points (max − min)."""
+
+    check: Literal["converged"]
+    last_epochs: int = Field(ge=1)
+    """How many epochs, at the end, the training error is read over."""
+    tolerance: float = Field(ge=0)
+    """The most the training error may move over them, in points (max − min)."""
+    metric: Literal["train_error", "train_eval_error"] = "train_error"
+    """train_eval_error: read in evaluation mode (needs data.eval_train_epochs ≥ last_epochs)."""
+
+
+Criterion = Annotated[Trained | Overfits | Converged, Field(discriminator="check")]
+
+
+class Regime(Model):
+    """Where the paper's claim applies, stated before any result; judged on every seed."""
+
+    claim: str
+    """The paper's claim, in a sentence."""
+    criteria: list[Criterion] = Field(min_length=1)
+    """Each must hold on every seed of its arms."""
 
 
 @dataclass(frozen=True)
@@ -46,36 +92,15 @@ class Finding:
 
 
 def check_regime(params: dict[str, Any]) -> None:
-    """ConfigError naming the field unless `regime` (optional) is a claim plus valid criteria."""
+    """ConfigError naming the field unless `regime` (optional) is a claim plus valid criteria on
+    trained arms."""
     regime = params.get("regime")
     if regime is None:
         return
-    if not isinstance(regime, dict) or not isinstance(regime.get("claim"), str):
-        raise ConfigError("regime: must be a mapping with `claim` (text) and `criteria` (a list)")
-    criteria = regime.get("criteria")
-    if not isinstance(criteria, list) or not criteria:
-        raise ConfigError("regime.criteria: must be a non-empty list of checks")
-    for i, criterion in enumerate(criteria):
-        where = f"regime.criteria[{i}]"
-        if not isinstance(criterion, dict):
-            raise ConfigError(f"{where}: must be a mapping with `check` and `arms`")
-        check = choice(f"{where}.check", criterion.get("check"), CHECKS)
-        options = OPTIONAL.get(check, {})
-        allowed = {"check", "arms", *CHECKS[check], *options}
-        unknown = sorted(set(criterion) - allowed)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
-        arms = criterion.get("arms")
-        if not isinstance(arms, list) or not arms:
-            raise ConfigError(f"{where}.arms: {arms!r} must be a non-empty list of arms")
-        for arm in arms:  # a criterion on an arm that is not trained could never be judged
-            choice(f"{where}.arms (trained arms)", arm, params.get("arms") or [])
-        for key, values in options.items():
-            if key in criterion:
-                choice(f"{where}.{key}", criterion[key], values)
-        for key in CHECKS[check]:
-            number(f"{where}.{key}", criterion.get(key), minimum=1 if key == "last_epochs" else 0,
-                   integer=key == "last_epochs")  # fmt: skip
+    validate(Regime, regime, loc=("regime",))
+    for i, criterion in enumerate(regime["criteria"]):
+        for arm in criterion["arms"]:  # a criterion on an arm that is not trained is never judged
+            choice(f"regime.criteria[{i}].arms (trained arms)", arm, params.get("arms") or [])
 
 
 def _trained(criterion: dict[str, Any], runs: list[Run]) -> Finding:

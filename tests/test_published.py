@@ -62,7 +62,7 @@ CASES = {
     "bad stat": (2, {"ours": {**COUNT, "stat": "flops"}}, ["ours.stat: 'flops' is not one of"]),
     "difference of one arm": (
         1, {"ours": {"metric": "e", "difference": ["a"], "dataset": "*"}},
-        ["ours.difference: must be two arms"],
+        ["ours.difference: ['a'] must be a list of exactly 2 (two arms [a, b]"],
     ),
     "missing id": (0, {"id": None}, ["rows[0].id: missing"]),
 }  # fmt: skip
@@ -87,5 +87,5 @@ def test_duplicate_ids_and_unknown_top_level_keys(tmp_path: Path) -> None:
     published["rows"][1]["id"] = "v"
     with pytest.raises(ConfigError, match=r"rows\[0\] \(v\)\.id: 'v' is used by more than one"):
         load_published(_write(tmp_path, published))
-    with pytest.raises(ConfigError, match=r"published\.yaml key: 'titel'"):
+    with pytest.raises(ConfigError, match=r"published\.yaml titel: unknown key \(allowed: title"):
         load_published(_write(tmp_path, {**GOOD, "titel": "x"}))
