@@ -174,7 +174,9 @@ def dvc_files(root: Path) -> list[Path]:
 # The line-based rewrite: a stage is a key one level under `stages:`; its `deps:` a key one level
 # under the stage, holding `- path  # comment` lines.
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[^\s#'\"][^:]*?|'[^']*'|\"[^\"]*\"):(?:\s+#.*)?\s*$")
-_ENTRY = re.compile(r"^(?P<indent> *)- (?P<path>[^\s#'\"{]+)(?P<comment>\s+#.*)?\s*$")
+_ENTRY = re.compile(
+    r"^(?P<indent> *)- (?P<quote>['\"]?)(?P<path>[^\s#'\"{:]+)(?P=quote)(?P<comment>\s+#.*)?\s*$"
+)
 
 
 def _indent(line: str) -> int:

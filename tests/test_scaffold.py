@@ -98,15 +98,14 @@ def test_a_scaffolded_paper_with_its_model_passes_the_checks_and_a_smoke_repro(
     text = text.replace("\nprofile: default ", "\nprofile: smoke   ")
     params.write_text(text.replace("\nseeds: [0, 1, 2] ", "\nseeds: [0]       "))
 
-    check = _run(root, "common.check", "papers/dummy")
-    assert check.returncode == 0, check.stderr
-    assert "papers/dummy: configuration checked (smoke profile, 2 runs" in check.stdout
     deps = _run(root, "common.pipeline", "--check", ".", "papers/dummy")  # the rest: test_dvc_deps
     assert deps.returncode == 0, deps.stdout  # the model still imports the paper it extends
     assert "- papers/resnet/model.py\n" in (folder / "dvc.yaml").read_text()
 
     result = clean_shell(root, "source .venv/bin/activate && dvc repro papers/dummy")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Its check stage: `python -m common.check papers/dummy`, on the smoke profile.
+    assert "papers/dummy: configuration checked (smoke profile, 2 runs" in result.stdout
     assert "| Test error, variant − baseline [fashion_mnist] |" in result.stdout
     # The other ways to name a paper's pipeline find it up to date (DVC's addressing).
     for args in (["repro", "-R", "papers/dummy"], ["repro", "papers/dummy/dvc.yaml"]):
