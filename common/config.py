@@ -8,7 +8,6 @@ repo defaults ← profile ← dataset override ← network override, merged in t
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -17,18 +16,15 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, field_validator
 
 from common.datasets import DATASETS
 from common.results import run_name
-
-
-class ConfigError(ValueError):
-    """Bad user input: the message is one line naming the field and the allowed values."""
+from common.schema import ConfigError, Model, validate
 
 
 def choice(field_name: str, value: Any, allowed: Any) -> Any:
@@ -47,43 +43,43 @@ def number(field_name: str, value: Any, *, minimum: float, integer: bool = False
         raise ConfigError(f"{field_name}: {value!r} must be {what} >= {minimum:g}")
 
 
-@dataclass(frozen=True)
-class DataConfig:
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("auto", "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+class DataConfig(Model):
     """Split, subset, augmentation and normalisation of the training set."""
 
-    val_size: int = 5000  # 0: train on the whole training set (ResNet's final CIFAR models)
-    train_size: int | None = None  # a subset of the remaining training images; None = all
-    test_size: int | None = None  # a subset of the test set; None = all (smoke runs only)
-    # Test images evaluated every epoch for the curves; None = all. With a subset, the reported
-    # test error is one pass over the whole test set with the selected epoch's weights.
-    test_curve_size: int | None = None
-    # Also evaluate the training set in evaluation mode (history `train_eval_error`) in the last
-    # `eval_train_epochs` of schedule.epochs: the training error without augmentation or batch
-    # norm's batch-to-batch noise, where a regime criterion reads it (0: never).
-    eval_train_epochs: int = 0
-    split_seed: int = 0  # the same validation split for every seed
-    pad: int = 4  # translation by up to `pad` pixels: pad, then random crop
-    padding_mode: str = "zeros"
+    val_size: int = Field(5000, ge=0)
+    """Training images held out for validation; 0: train on the whole training set."""
+    train_size: int | None = Field(None, ge=1)
+    """A subset of the training images left after val_size; omitted: all."""
+    test_size: int | None = Field(None, ge=1)
+    """A subset of the test set; omitted: all (smoke runs only)."""
+    test_curve_size: int | None = Field(None, ge=1)
+    """Test images evaluated every epoch for the curves; omitted: all. With a subset, the reported
+    test error is one pass over the whole test set with the selected epoch's weights."""
+    eval_train_epochs: int = Field(0, ge=0)
+    """Also evaluate the training set in evaluation mode (history `train_eval_error`) in the last
+    eval_train_epochs of schedule.epochs: the training error without augmentation or batch norm's
+    batch-to-batch noise, where a regime criterion reads it (0: never)."""
+    split_seed: int = Field(0, ge=0)
+    """The same validation split for every seed."""
+    pad: int = Field(4, ge=0)
+    """Translation by up to pad pixels: pad, then random crop."""
+    padding_mode: Literal["zeros", "reflect"] = "zeros"
+    """How the padding is filled."""
     flip: bool = True
-    normalize: str = "per_pixel_mean"
-    # A folder data set (ImageNet) streams from an ImageFolder directory (train/, val/) through
-    # `workers` DataLoader processes, with the standard ImageNet augmentation instead of
-    # pad/flip/normalize; its val/ is the test set, so it has no validation split (val_size: 0).
-    # The directory is `root`, or if None the one the `data` stage listed (data/raw/<dataset>).
+    """Random horizontal flips."""
+    normalize: Literal["per_pixel_mean", "mean_std"] = "per_pixel_mean"
+    """Subtract the per-pixel mean, or standardise each channel."""
     root: str | None = None
-    workers: int = 4
-
-    def __post_init__(self) -> None:
-        choice("data.padding_mode", self.padding_mode, ("zeros", "reflect"))
-        choice("data.normalize", self.normalize, ("per_pixel_mean", "mean_std"))
-        number("data.val_size", self.val_size, minimum=0, integer=True)
-        number("data.split_seed", self.split_seed, minimum=0, integer=True)
-        number("data.pad", self.pad, minimum=0, integer=True)
-        number("data.workers", self.workers, minimum=0, integer=True)
-        number("data.eval_train_epochs", self.eval_train_epochs, minimum=0, integer=True)
-        for name in ("train_size", "test_size", "test_curve_size"):
-            if getattr(self, name) is not None:
-                number(f"data.{name}", getattr(self, name), minimum=1, integer=True)
+    """A folder data set's directory (train/, val/); omitted: the one the data stage listed
+    (data/raw/<dataset>). Folder sets stream with the standard ImageNet augmentation instead of
+    pad/flip/normalize; their val/ is the test set (val_size: 0)."""
+    workers: int = Field(4, ge=0)
+    """DataLoader processes of a folder data set."""
 
 
 def check_sizes(data: DataConfig, train_images: int, test_images: int, dataset: str) -> None:
@@ -109,109 +105,117 @@ def check_sizes(data: DataConfig, train_images: int, test_images: int, dataset: 
             raise ConfigError(f"data.{name}: {size} exceeds the {limit} {what} (omit it for all)")
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Model):
     """SGD with momentum, as every paper here uses (dampening 0)."""
 
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
+    batch_size: int = Field(128, ge=1)
+    """Images per step (per process under DDP)."""
+    lr: float = Field(0.1, gt=0)
+    """The learning rate before the first milestone."""
+    momentum: float = Field(0.9, ge=0)
+    """SGD's momentum."""
     nesterov: bool = False
-    weight_decay: float = 1e-4
-
-    def __post_init__(self) -> None:
-        number("optim.batch_size", self.batch_size, minimum=1, integer=True)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0:
-            raise ConfigError(f"optim.lr: {self.lr!r} must be a number > 0")
-        number("optim.momentum", self.momentum, minimum=0)
-        number("optim.weight_decay", self.weight_decay, minimum=0)
+    """Nesterov momentum."""
+    weight_decay: float = Field(1e-4, ge=0)
+    """L2 penalty, added to each gradient."""
 
 
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Multi-step learning-rate schedule, milestones in epochs or iterations (a paper's own rule,
-    such as ResNet-110's warm-up, is one of the run's `callbacks`)."""
+class ScheduleConfig(Model):
+    """Multi-step learning-rate schedule, milestones in epochs or iterations (a paper's own rule
+    is one of the run's `callbacks`)."""
 
-    epochs: int = 10
-    max_steps: int = -1  # stop after this many iterations (-1: run all epochs)
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    unit: str = "epoch"
+    epochs: int = Field(10, ge=1)
+    """Epochs to train (or the most, with max_steps)."""
+    max_steps: int = Field(-1, ge=-1)
+    """Stop after this many iterations (-1: run all epochs)."""
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    """Epochs or iterations (unit) at which the LR is multiplied by gamma, increasing strictly."""
+    gamma: float = Field(0.1, ge=0)
+    """The LR's factor at each milestone."""
+    unit: Literal["epoch", "step"] = "epoch"
+    """What milestones count: epochs or iterations."""
 
-    def __post_init__(self) -> None:
-        choice("schedule.unit", self.unit, ("epoch", "step"))
-        number("schedule.epochs", self.epochs, minimum=1, integer=True)
-        number("schedule.max_steps", self.max_steps, minimum=-1, integer=True)
-        number("schedule.gamma", self.gamma, minimum=0)
-        milestones = self.milestones if isinstance(self.milestones, list | tuple) else [None]
-        for m in milestones:
-            number("schedule.milestones", m, minimum=1, integer=True)
-        if list(milestones) != sorted(set(milestones)):
-            raise ConfigError(f"schedule.milestones: {list(milestones)} must increase strictly")
-        object.__setattr__(self, "milestones", tuple(milestones))
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if milestones != sorted(set(milestones)):
+            raise ValueError(f"{milestones} must increase strictly")
+        return milestones
 
 
-@dataclass(frozen=True)
-class TrainerConfig:
+class TrainerConfig(Model):
     """Lightning Trainer settings: DDP over GPUs and nodes is a change here, not in code."""
 
-    accelerator: str = "auto"
+    accelerator: Literal[*ACCELERATORS] = "auto"
+    """cpu, gpu, ... or auto (a GPU if there is one)."""
     devices: int | str = 1
+    """Lightning's forms: a count >= 1, -1 or 'auto' (all), or GPU ids as a string ('0,1')."""
     strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "auto"  # auto: bf16-mixed where the hardware has it, else 32-true
+    """auto, ddp, ddp_find_unused_parameters_true, ... (Lightning's strategies)."""
+    num_nodes: int = Field(1, ge=1)
+    """Machines under DDP."""
+    precision: Literal[*PRECISIONS] = "auto"
+    """auto: bf16-mixed where the hardware has it, else 32-true."""
     channels_last: bool = True
-    # Intra-op CPU threads: fixed, not inherited from the machine, as the count changes the
-    # numbers (reductions split differently); part of the run's digest.
-    threads: int = 2
-    limit_train_batches: int | float | None = None  # smoke runs only; None: every batch
+    """Channels-last memory format (faster convolutions on CPUs and GPUs)."""
+    threads: int = Field(2, ge=1)
+    """Intra-op CPU threads: fixed, not inherited from the machine, as the count changes the
+    numbers (reductions split differently); part of the run's digest."""
+    limit_train_batches: int | float | None = None
+    """Smoke runs only; omitted: every batch."""
     limit_val_batches: int | float | None = None
+    """Smoke runs only; omitted: every batch."""
 
-    def __post_init__(self) -> None:
-        choice("trainer.accelerator", self.accelerator, ACCELERATORS)
-        # Lightning's forms: a count, -1 or "auto" (all), or GPU ids as a string ("0,1").
-        d = self.devices
-        count = isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1)
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, d: int | str) -> int | str:
+        count = isinstance(d, int) and (d >= 1 or d == -1)
         if not (count or d == "auto" or (isinstance(d, str) and re.fullmatch(r"\d+(,\d+)*", d))):
-            raise ConfigError(
-                f"trainer.devices: {d!r} must be a count >= 1, -1 or 'auto' (all), or ids '0,1'"
-            )
-        number("trainer.num_nodes", self.num_nodes, minimum=1, integer=True)
-        number("trainer.threads", self.threads, minimum=1, integer=True)
-        choice("trainer.precision", self.precision, PRECISIONS)
+            raise ValueError(f"{d!r} must be a count >= 1, -1 or 'auto' (all), or ids '0,1'")
+        return d
 
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-PRECISIONS = ("auto", "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
-WANDB_MODES = ("offline", "online", "disabled")
+class WandbConfig(Model):
+    """Weights & Biases logging (WANDB_MODE overrides the mode)."""
+
+    mode: Literal[*WANDB_MODES] = "offline"
+    """offline (synced later with `wandb sync`), online, or disabled."""
+    project: str = "resnet-family"
+    """The W&B project every paper's runs log to."""
+    dir: str = "."
+    """Where the offline runs are written (`<dir>/wandb/`); the paper's folder by default."""
 
 
-@dataclass(frozen=True)
-class RunConfig:
+IDENTITY = ("paper", "profile", "arm", "dataset", "seed")  # which run; the rest: its settings
+
+
+class RunConfig(Model):
     """Everything one run depends on; its hash tells whether a checkpoint belongs to it."""
 
     paper: str
     profile: str
     arm: str
-    dataset: str
-    seed: int
+    dataset: Literal[*DATASETS]
+    seed: int = Field(ge=0)
     model: dict[str, Any]
-    select: str = "last"  # which epoch's test error is reported: last, or lowest validation error
-    # A paper's own training behaviour (a Lightning Callback each, built like the model): name ->
-    # {class_path, its arguments}; a mapping, so a network's entry merges into its profile's.
-    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    wandb: dict[str, Any] = field(default_factory=dict)
+    """The network: `class_path` (`module.Class`) and its arguments."""
+    select: Literal["last", "lowest_val"] = "last"
+    """Which epoch's test error is reported: the last, or that of lowest validation error."""
+    callbacks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """A paper's own training behaviour (a Lightning Callback each, built like the model): name ->
+    {class_path, its arguments}; a mapping, so a network's entry merges into its profile's."""
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    wandb: WandbConfig = WandbConfig()
 
-    def __post_init__(self) -> None:
-        choice("select", self.select, ("last", "lowest_val"))
+    def model_post_init(self, context: Any) -> None:
+        """What one field cannot say alone: the data set's sizes, the model's and the callbacks'
+        arguments (built once now, before anything trains)."""
         if self.select == "lowest_val" and self.data.val_size == 0:
             raise ConfigError("select: lowest_val needs a validation set (data.val_size > 0)")
-        choice("wandb.mode", self.wandb.get("mode", "offline"), WANDB_MODES)
-        info = DATASETS[choice("dataset", self.dataset, DATASETS)]
+        info = DATASETS[self.dataset]
         if info.folder and self.data.val_size != 0:
             raise ConfigError(
                 f"data.val_size: {self.data.val_size} must be 0 for {self.dataset} "
@@ -219,7 +223,7 @@ class RunConfig:
             )
         if info.train_images:  # a prepared set: its sizes are known before it is read
             check_sizes(self.data, info.train_images, info.test_images, self.dataset)
-        build_model(self.model, info.shape[0], info.num_classes)  # its arguments, checked now
+        build_model(self.model, info.shape[0], info.num_classes)
         build_callbacks(self.callbacks)
 
     @property
@@ -227,19 +231,13 @@ class RunConfig:
         return run_name(self.arm, self.dataset, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """The RunConfig `to_dict` wrote (a run's config.json), validated again; other keys of
         `d` (e.g. the data's input_shape) are ignored."""
-        sections = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
-                    "trainer": TrainerConfig}  # fmt: skip
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in d.items() if k in names}
-        for key, section in sections.items():
-            values[key] = _section(section, values.get(key), key)
-        return cls(**values)
+        return validate(cls, {k: v for k, v in d.items() if k in cls.model_fields})
 
     def digest(self) -> str:
         """Hash of what determines the result (not where it is logged, nor where a folder data
@@ -259,20 +257,6 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def _section(cls: type, values: dict[str, Any] | None, name: str) -> Any:
-    """Build a config dataclass, naming an unknown field and the allowed ones, or a value not of
-    the field's type; the dataclass then checks ranges and choices."""
-    values = values or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{name}: {values!r} must be a mapping of settings")
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in allowed:
-            raise ConfigError(f"{name}.{key}: unknown field (allowed: {', '.join(allowed)})")
-    _check_types(cls.__init__, values, name)
-    return cls(**values)
 
 
 def instantiate(spec: Any, name: str, **given: Any) -> Any:
@@ -373,16 +357,21 @@ def load_params(path: Path) -> dict[str, Any]:
     return params
 
 
-def check_matrix(params: dict[str, Any]) -> None:
-    """The run matrix (arms × datasets × seeds) a paper trains: non-empty lists of names, seeds."""
-    for key in ("arms", "datasets", "seeds"):
-        values = params.get(key)
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{key}: {values!r} must be a non-empty list")
-    for seed in params["seeds"]:
-        number("seeds", seed, minimum=0, integer=True)
-    for dataset in params["datasets"]:
-        choice("datasets", dataset, DATASETS)
+class Matrix(Model):
+    """The runs a paper trains: arms × datasets × seeds (a DVC matrix)."""
+
+    datasets: list[Literal[*DATASETS]] = Field(min_length=1)
+    """The data sets the runs train on, each one of the active profile's."""
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    """The seeds each arm trains with on each data set."""
+    arms: list[str] = Field(min_length=1)
+    """The networks trained, each one of `networks`."""
+
+
+def check_matrix(params: dict[str, Any]) -> Matrix:
+    """The params' run matrix (arms × datasets × seeds), checked alone (the rest of the file may
+    be another's: a test's, or a paper's under construction)."""
+    return validate(Matrix, {k: params.get(k) for k in Matrix.model_fields})
 
 
 # What a profile must say itself (its data set or arm may): a silent default would train a run
@@ -420,33 +409,23 @@ def resolve(
     choice("arm", arm, networks)
     run = merge(shared or {}, _without(block, "datasets"))
     run = merge(merge(run, datasets[dataset]), networks[arm])
-    sections = {"model", "select", "callbacks", "data", "optim", "schedule", "trainer", "wandb"}
-    unknown = set(run) - sections
+    sections = set(RunConfig.model_fields) - set(IDENTITY)
+    unknown = sorted(set(run) - sections)
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown section in profile {profile!r}")
+        allowed = ", ".join(f for f in RunConfig.model_fields if f in sections)
+        raise ConfigError(
+            f"{unknown[0]}: unknown section in profile {profile!r} (allowed: {allowed})"
+        )
     for section, keys in REQUIRED.items():
         for key in keys:
             given = run.get(section) or {}
-            if isinstance(given, dict) and key not in given:  # not a mapping: _section says so
+            if isinstance(given, dict) and key not in given:  # not a mapping: the schema says so
                 raise ConfigError(
                     f"{section}.{key}: missing in profile {profile!r} for arm {arm!r} on "
                     f"{dataset} (required: no default stands in for it)"
                 )
-    return RunConfig(
-        paper=paper,
-        profile=profile,
-        arm=arm,
-        dataset=dataset,
-        seed=seed,
-        model=run.get("model", {}),
-        select=run.get("select", "last"),
-        callbacks=run.get("callbacks", {}),
-        data=_section(DataConfig, run.get("data"), "data"),
-        optim=_section(OptimConfig, run.get("optim"), "optim"),
-        schedule=_section(ScheduleConfig, run.get("schedule"), "schedule"),
-        trainer=_section(TrainerConfig, run.get("trainer"), "trainer"),
-        wandb=run.get("wandb", {}),
-    )
+    identity = dict(zip(IDENTITY, (paper, profile, arm, dataset, seed), strict=True))
+    return validate(RunConfig, {**identity, **run})
 
 
 def _without(d: dict[str, Any], key: str) -> dict[str, Any]:

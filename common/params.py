@@ -8,10 +8,18 @@ are merged repo defaults ← profile ← data set ← network and validated, mer
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
+from common.config import (
+    DataConfig,
+    Matrix,
+    OptimConfig,
+    ScheduleConfig,
+    TrainerConfig,
+    WandbConfig,
+)
 from common.datasets import DATASETS
 from common.regime import Regime
 from common.schema import Model, validate
@@ -28,17 +36,15 @@ class RunSections(Model):
     """The epoch whose test error is reported: the last, or that of lowest validation error."""
     callbacks: dict[str, dict[str, Any]] = None  # type: ignore[assignment]
     """The paper's own training behaviour: name -> {class_path, its arguments}."""
-    # The sections of common.config's RunConfig (DataConfig, OptimConfig, ScheduleConfig,
-    # TrainerConfig), checked there once merged; their models plug in here.
-    data: dict[str, Any] = None  # type: ignore[assignment]
-    """Split, subset, augmentation and normalisation (common.config.DataConfig)."""
-    optim: dict[str, Any] = None  # type: ignore[assignment]
-    """SGD: batch_size, lr, momentum, nesterov, weight_decay (common.config.OptimConfig)."""
-    schedule: dict[str, Any] = None  # type: ignore[assignment]
-    """Epochs and the multi-step LR schedule (common.config.ScheduleConfig)."""
-    trainer: dict[str, Any] = None  # type: ignore[assignment]
-    """Lightning Trainer settings (common.config.TrainerConfig)."""
-    wandb: dict[str, Any] = None  # type: ignore[assignment]
+    data: DataConfig = None  # type: ignore[assignment]
+    """Split, subset, augmentation and normalisation."""
+    optim: OptimConfig = None  # type: ignore[assignment]
+    """SGD: batch_size, lr, momentum, nesterov, weight_decay."""
+    schedule: ScheduleConfig = None  # type: ignore[assignment]
+    """Epochs and the multi-step LR schedule."""
+    trainer: TrainerConfig = None  # type: ignore[assignment]
+    """Lightning Trainer settings."""
+    wandb: WandbConfig = None  # type: ignore[assignment]
     """Weights & Biases logging: mode (offline, online, disabled), project."""
 
 
@@ -49,17 +55,11 @@ class Profile(RunSections):
     """The data sets this profile has a protocol for, each with its own overrides."""
 
 
-class Params(Model):
+class Params(Matrix):
     """A paper's params.yaml."""
 
     profile: str = "default"
     """The active profile, one of `profiles`."""
-    datasets: list[Dataset] = Field(min_length=1)
-    """The data sets the runs train on, each one of the active profile's."""
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
-    """The seeds each arm trains with on each data set."""
-    arms: list[str] = Field(min_length=1)
-    """The networks trained, each one of `networks`."""
     networks: dict[str, RunSections | None]
     """The networks the key table compares, as overrides of the profile's settings."""
     regime: Regime | None = None

@@ -38,6 +38,10 @@ SCHEMAS = {
 }
 
 
+class ConfigError(ValueError):
+    """Bad user input: the message is one line naming the field and the allowed values."""
+
+
 class Model(BaseModel):
     """A section of a YAML file: unknown keys are errors, types are strict, values are frozen;
     each field's docstring documents it in the JSON schema."""
@@ -68,9 +72,9 @@ def config_error(
     """The first error of `err` (raised validating `data` as `model`) as one ConfigError line:
     `<path>: <what is wrong>`, in the words of the hand-written checks (choices listed, bounds
     given, the allowed keys of a mapping)."""
-    from common.config import ConfigError  # not at the top: common.config builds on this module
-
     error = err.errors(include_url=False)[0]
+    if isinstance((error.get("ctx") or {}).get("error"), ConfigError):  # a check across fields
+        return error["ctx"]["error"]  # (model_post_init) names its fields itself
     step = _walk(model, data, error["loc"])
     value, kind, ctx = error["input"], error["type"], error.get("ctx") or {}
     if kind == "extra_forbidden":

@@ -367,16 +367,16 @@ def _selected_test_error(
 
 
 def _logger(config: RunConfig) -> Any:
-    mode = config.wandb.get("mode", "offline")
+    mode = config.wandb.mode
     if mode == "disabled":
         return False
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     logger = WandbLogger(
-        project=config.wandb.get("project", "resnet-family"), group=config.paper,
+        project=config.wandb.project, group=config.paper,
         name=f"{config.paper}/{config.name}", job_type=config.profile, mode=mode,
-        save_dir=config.wandb.get("dir", "."), config=config.to_dict(),
+        save_dir=config.wandb.dir, config=config.to_dict(),
         settings=wandb.Settings(silent=True),  # its per-run banner and sync hints: see the README
     )  # fmt: skip
     # Lightning 2.6 always passes `anonymous=None`, which wandb >= 0.19 warns is deprecated.

@@ -107,7 +107,7 @@ def test_train_unknown_field(tmp_path, params, write_params, prepared_file):
     params["networks"]["tiny"]["optim"] = {"lrr": 0.1}
     out = tmp_path / "runs" / "x"
     message = _exit_message(train.main, _train_args(write_params(params), prepared_file, out))
-    assert message.startswith("error: optim.lrr: unknown field (allowed: batch_size, lr,")
+    assert message.startswith("error: optim.lrr: unknown key (allowed: batch_size, lr,")
     assert not (tmp_path / "runs").exists()
 
 

@@ -20,6 +20,7 @@ from common.config import (
 )
 from common.datasets import DATASETS
 from common.results import run_name
+from common.schema import validate
 from tests.conftest import REPO
 
 
@@ -53,7 +54,7 @@ def test_resolve_merges_defaults_profile_dataset_network_in_order(params):
     assert config.optim.batch_size == 22  # profile beats the repo defaults
     assert config.optim.weight_decay == 0.123  # the repo default where nobody overrides
     assert config.trainer.num_nodes == 3 and config.trainer.devices == 1  # shared ← profile
-    assert config.wandb == {"mode": "disabled", "project": "shared-project"}  # deep merge
+    assert (config.wandb.mode, config.wandb.project) == ("disabled", "shared-project")  # merged
     assert config.model == {"class_path": "papers.resnet.model.CifarResNet", "depth": 14}
     assert (config.paper, config.profile, config.arm, config.dataset, config.seed) == (
         "tiny_paper", "default", "tiny", "fashion_mnist", 0,
@@ -61,7 +62,7 @@ def test_resolve_merges_defaults_profile_dataset_network_in_order(params):
     assert config.name == "tiny-fashion_mnist-s0"
     # Fields nobody sets keep the dataclass defaults.
     assert config.data.split_seed == DataConfig().split_seed
-    assert config.schedule.gamma == 0.1 and config.schedule.milestones == (1,)
+    assert config.schedule.gamma == 0.1 and config.schedule.milestones == [1]
 
 
 def test_merge_is_deep_and_does_not_mutate():
@@ -108,7 +109,7 @@ def test_unknown_arm(params):
 def test_unknown_field_in_a_section(params, section):
     params["profiles"]["default"].setdefault(section, {})["lrr"] = 0.1
     message = _config_error(params)
-    assert message.startswith(f"{section}.lrr: unknown field")
+    assert message.startswith(f"{section}.lrr: unknown key")
     if section == "optim":
         assert "batch_size, lr, momentum, nesterov, weight_decay" in message
 
@@ -174,8 +175,10 @@ def test_load_params_of_a_missing_file(tmp_path):
         load_params(tmp_path / "nope.yaml")
 
 
-def test_milestones_become_a_tuple():
-    assert ScheduleConfig(milestones=[3, 5]).milestones == (3, 5)
+def test_milestones_are_a_list_of_positive_integers():
+    assert ScheduleConfig(milestones=[3, 5]).milestones == [3, 5]
+    with pytest.raises(ConfigError, match=r"^schedule.milestones\[0\]: 0 must be an integer >= 1"):
+        validate(ScheduleConfig, {"milestones": [0]}, loc=("schedule",))
 
 
 def test_digest_is_stable_for_equal_configs(params):

@@ -152,7 +152,7 @@ def test_every_params_file_passes_the_params_schema(paper: str) -> None:
 PARAMS_CASES = {
     "misspelt top-level key": (
         lambda p: p.update(regmie=p.pop("regime")),
-        "regmie: unknown key (allowed: profile, ",
+        "regmie: unknown key (allowed: datasets, seeds, arms, profile, ",
     ),
     "misspelt section": (
         lambda p: p["profiles"]["default"].update(optimm={}),
@@ -240,5 +240,7 @@ def test_check_stage_refuses_a_misspelt_top_level_key(tmp_path: Path, monkeypatc
         check.main(["papers/stochastic_depth"])
     message = exit_info.value.code
     assert isinstance(message, str) and "\n" not in message
-    assert message.startswith("error: regmie: unknown key (allowed: profile, datasets, seeds,")
+    assert message.startswith(
+        "error: regmie: unknown key (allowed: datasets, seeds, arms, profile,"
+    )
     assert not (folder / "results").exists()
