@@ -126,7 +126,9 @@ def stale_lock_entries(status: dict[str, Any]) -> list[str]:
 def test_committed_locks_match_the_code_beside_them(tmp_path: Path) -> None:
     """Issue 19: `dvc status` on a fresh clone says only what is not run there yet. The committed
     dvc.lock files are those of the measured default-profile runs (each paper's README states
-    them): a change to what a stage runs means running that paper again and committing its lock."""
+    them): a change to what a stage runs means running that paper again and committing its lock
+    (or, for a change shown to leave the numbers bit-identical, `dvc commit` of its stages, which
+    the paper's README then says)."""
     root = _tracked_copy(tmp_path)
     locked = sorted(p.with_name("dvc.yaml") for p in root.glob("papers/*/dvc.lock"))
     targets = [str(p.relative_to(root)) for p in locked]  # a paper not run yet has no lock
