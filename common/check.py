@@ -29,7 +29,7 @@ from common.config import (
 )
 from common.params import check_params
 from common.published import check_rows, load_published
-from common.regime import check_regime
+from common.regime import check_regime, check_stated
 from common.results import RUN_METRICS
 
 SHARED = Path("params.yaml")  # the repo-wide trainer and W&B defaults (run from the repo root)
@@ -73,6 +73,7 @@ def check_paper(paper_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     check_matrix(params)
     check_rows(published, *_known(paper_dir, params))
     check_regime(params)
+    check_stated(params, Path(paper_dir) / "params.yaml")
     hooks = paper_checks(paper_dir)
     if hooks is not None and hasattr(hooks, "check"):
         hooks.check(params)

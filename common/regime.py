@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from common.config import choice
+from common.config import ConfigError, choice
 from common.results import Run
 from common.schema import Model, validate
 
@@ -101,6 +102,21 @@ def check_regime(params: dict[str, Any]) -> None:
     for i, criterion in enumerate(regime["criteria"]):
         for arm in criterion["arms"]:  # a criterion on an arm that is not trained is never judged
             choice(f"regime.criteria[{i}].arms (trained arms)", arm, params.get("arms") or [])
+
+
+PLACEHOLDER = "TODO"  # how the scaffold's placeholder claim begins (python -m common.scaffold)
+
+
+def check_stated(params: dict[str, Any], where: Path) -> None:
+    """ConfigError naming `regime` while its claim is still the scaffold's placeholder, outside
+    the smoke profile (which checks the wiring and says nothing about the paper)."""
+    profile = params.get("profile", "default")
+    claim = (params.get("regime") or {}).get("claim", "")
+    if profile != "smoke" and str(claim).startswith(PLACEHOLDER):
+        raise ConfigError(
+            f"regime: still the scaffold's placeholder in {where}; state where the paper's claim "
+            f"applies (claim, criteria: common/regime.py) before running the {profile} profile"
+        )
 
 
 def _trained(criterion: dict[str, Any], runs: list[Run]) -> Finding:
