@@ -18,7 +18,8 @@ import pytest
 import torch
 import yaml
 
-from common import check, data, table, train
+from common import check, data, regime, table, train
+from common.config import ConfigError
 from tests.conftest import REPO, child_env, merge
 
 SD = "papers.stochastic_depth.model.StochasticDepthResNet"
@@ -337,9 +338,17 @@ def test_check_bad_setting(case, tmp_path, monkeypatch):
 
 
 def test_check_passes_every_paper_as_committed(tmp_path, monkeypatch):
+    """Every paper passes its check stage, but a freshly scaffolded one (committable as it is,
+    README), whose default profile is refused until its regime is stated, and for that only."""
     monkeypatch.chdir(REPO)
     for paper in sorted(p.parent.name for p in REPO.glob("papers/*/published.yaml")):
-        check.check_runs(Path("papers") / paper, check.check_paper(Path("papers") / paper)[0], {})
+        folder = Path("papers") / paper
+        claim = yaml.safe_load((folder / "params.yaml").read_text())["regime"]["claim"]
+        if str(claim).startswith(regime.PLACEHOLDER):
+            with pytest.raises(ConfigError, match=r"^regime: still the scaffold's placeholder"):
+                check.check_paper(folder)
+        else:
+            check.check_runs(folder, check.check_paper(folder)[0], {})
 
 
 # ---- through `dvc repro`, in one temporary copy of the repo ----
