@@ -273,6 +273,11 @@ def test_grouped_conv3x3() -> None:
         (lambda: CifarResNeXt(2), "depth: 2 is not of the form 9n+2 (11, 20, 29, ...)"),
         (lambda: ImageNetResNeXt(34), "depth: 34 is not one of [50, 101, 152]"),
         (lambda: ImageNetResNeXt(50, bottleneck_width=0), "bottleneck_width: 0 must be >= 1"),
+        (
+            lambda: grouped_conv3x3(48, 48, 32),
+            "cardinality: 32 must divide the 3x3's width (48 → 48)",
+        ),
+        (lambda: grouped_conv3x3(64, 0, 0), "cardinality: 0 must be >= 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(build: Callable[[], nn.Module], message: str) -> None:

@@ -76,6 +76,11 @@ def at_least_one(name: str, value: int) -> None:
 
 def grouped_conv3x3(in_channels: int, out_channels: int, groups: int, stride: int = 1) -> nn.Conv2d:
     """The C paths' 3x3 convs as one conv of C groups (Fig. 3c); no bias, BN follows."""
+    at_least_one("cardinality", groups)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"cardinality: {groups} must divide the 3x3's width ({in_channels} → {out_channels})"
+        )
     return nn.Conv2d(
         in_channels, out_channels, 3, stride=stride, padding=1, groups=groups, bias=False
     )
