@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from common.config import ConfigError
 from papers.dpn.topk import topk_correct, topk_errors
+from tests.conftest import REPO
 
 
 def test_topk_correct_counts_labels_among_the_k_highest_logits() -> None:
@@ -38,3 +40,11 @@ def test_topk_errors_over_batches_in_percent() -> None:
 def test_an_empty_test_split_is_a_one_line_error() -> None:
     with pytest.raises(ConfigError, match=r"^data: the test split is empty$"):
         topk_errors(nn.Identity(), [])
+
+
+def test_the_key_table_waits_for_the_topk_stage() -> None:
+    """`dvc repro papers/dpn` runs the table's ancestors only: without this dep the top-5 rows
+    would read "not run" although the profile ran."""
+    stages = yaml.safe_load((REPO / "papers" / "dpn" / "dvc.yaml").read_text())["stages"]
+    (topk_out,) = (next(iter(o)) if isinstance(o, dict) else o for o in stages["topk"]["outs"])
+    assert topk_out in stages["table"]["deps"]

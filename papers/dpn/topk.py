@@ -1,10 +1,11 @@
-"""`python -m papers.dpn.topk`: top-1 and top-5 error of one trained run on its whole test set, a
-DVC stage (the paper reports both; training records top-1 only).
+"""`python -m papers.dpn.topk`: top-1 and top-5 error of every finished run on its whole test
+set, a DVC stage (the paper reports both; training records top-1 only).
 
-Rebuilds the network from the run's checkpoint (no retraining), evaluates it on the run's test
-split, normalised as in training, and writes one JSON — the run's identity (paper, profile, arm,
-dataset, seed) plus `top1_error` and `top5_error` in % — which the key table reads as the run's
-analysis (papers/dpn/checks.py METRICS).
+Rebuilds each network from its run's checkpoint (no retraining), evaluates it on the run's test
+split, normalised as in training, and writes one JSON per run to the output folder — the run's
+identity (paper, profile, arm, dataset, seed) plus `top1_error` and `top5_error` in % — which
+the key table reads as the run's analysis (papers/dpn/checks.py METRICS). One process for every
+run: importing torch and Lightning costs more than evaluating 1,000 images.
 """
 
 from __future__ import annotations
@@ -55,22 +56,31 @@ def test_batches(run_config: Any, data_file: Path) -> Any:
         yield module.on_after_batch_transfer(batch, i)
 
 
+def evaluate_run(run: Path, data_dir: Path, out: Path) -> None:
+    """out/<run name>.json: the run's identity and its top-k errors."""
+    from common.training import load_network  # Lightning: only once a run is there
+
+    metrics = run_record(run)
+    if metrics is None:
+        raise ConfigError(f"run: {run} has no metrics.json (train it first)")
+    model, run_config = load_network(run)
+    errors = topk_errors(model, test_batches(run_config, data_dir / f"{metrics['dataset']}.pt"))
+    atomic_write_json(out / f"{run.name}.json", {k: metrics[k] for k in IDENTITY} | errors)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished run directory")
-    parser.add_argument("--data", type=Path, required=True, help="prepared data set (.pt)")
-    parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
+    parser.add_argument("--runs", type=Path, required=True, help="the paper's runs/ folder")
+    parser.add_argument("--data-dir", type=Path, required=True, help="the prepared data sets")
+    parser.add_argument("--out", type=Path, required=True, help="the folder to write to")
     args = parser.parse_args(argv)
     try:
-        metrics = run_record(args.run)
-        if metrics is None:
-            raise ConfigError(f"run: {args.run} has no metrics.json (train it first)")
-        from common.training import load_network  # Lightning: after validation
-
-        model, run_config = load_network(args.run)
-        errors = topk_errors(model, test_batches(run_config, args.data))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.out, {k: metrics[k] for k in IDENTITY} | errors)
+        runs = sorted(p.parent for p in args.runs.glob("*/metrics.json"))
+        if not runs:
+            raise ConfigError(f"runs: no finished run in {args.runs} (train first)")
+        args.out.mkdir(parents=True, exist_ok=True)
+        for run in runs:
+            evaluate_run(run, args.data_dir, args.out)
     except (ConfigError, DataError) as err:
         sys.exit(f"error: {err}")
 
