@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -72,6 +73,18 @@ def structured_images(
         y, x = 1 + row * (h // 2), 1 + col * ((w - 2) // 5)
         images[i, k % c, y : y + h // 3, x : x + 2] += 150
     return images, labels
+
+
+def assert_trains_on_fashion_mnist_and_pickles(model: torch.nn.Module) -> None:
+    """A stochastic network runs on 1x28x28 in training mode, and its evaluation-mode outputs
+    survive pickling and deepcopy (DDP and checkpoints copy it)."""
+    x = torch.randn(2, 1, 28, 28)
+    assert model.train()(x).shape == (2, 10)
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+            torch.testing.assert_close(clone(x), expected)
 
 
 def write_prepared(path: Path, shape: tuple[int, int, int], n_train: int, n_test: int) -> Path:

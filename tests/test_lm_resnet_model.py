@@ -4,9 +4,7 @@ k_n, stochastic depth and bad input."""
 
 from __future__ import annotations
 
-import copy
 import math
-import pickle
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from papers.lm_resnet.model import K_INIT, LMBasicBlock, LMResNet
 from papers.preact_resnet.model import PreActResNet
 from papers.resnet.model import CifarResNet
 from papers.stochastic_depth.model import survival_probs
+from tests.conftest import assert_trains_on_fashion_mnist_and_pickles
 from tests.test_training import read_history
 
 LM = "papers.lm_resnet.model.LMResNet"
@@ -228,11 +227,4 @@ def test_bad_input_is_one_line_naming_the_argument(spec: dict, message: str) -> 
 
 
 def test_forward_on_fashion_mnist_and_picklable() -> None:
-    model = LMResNet(20, in_channels=1, survival_prob=0.5)
-    x = torch.randn(2, 1, 28, 28)
-    assert model.train()(x).shape == (2, 10)
-    model.eval()
-    with torch.no_grad():
-        expected = model(x)
-        for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
-            torch.testing.assert_close(clone(x), expected)
+    assert_trains_on_fashion_mnist_and_pickles(LMResNet(20, in_channels=1, survival_prob=0.5))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
-import pickle
 import re
 from fractions import Fraction
 
@@ -28,6 +26,7 @@ from papers.stochastic_depth.model import (
     StochasticDepthResNet,
     survival_probs,
 )
+from tests.conftest import assert_trains_on_fashion_mnist_and_pickles
 
 
 def manual_branch(block: BasicBlock, x: torch.Tensor) -> torch.Tensor:
@@ -219,11 +218,4 @@ def test_same_seed_same_dropped_blocks() -> None:
 
 
 def test_forward_on_fashion_mnist_and_picklable() -> None:
-    model = StochasticDepthResNet(20, in_channels=1)
-    x = torch.randn(2, 1, 28, 28)
-    assert model.train()(x).shape == (2, 10)
-    model.eval()
-    with torch.no_grad():
-        expected = model(x)
-        for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
-            torch.testing.assert_close(clone(x), expected)
+    assert_trains_on_fashion_mnist_and_pickles(StochasticDepthResNet(20, in_channels=1))
