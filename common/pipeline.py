@@ -9,8 +9,8 @@ and the `class_path`s of published.yaml for the table. A paper that imports the 
 (`papers.resnet.model`) gets that paper's files through the imports. A missing dep leaves stale
 results that DVC reports as up to date; an extra one re-runs a stage for nothing.
 
-    python -m common.pipeline papers/<paper>   # rewrite its dvc.yaml's code deps (`.`: the root's)
-    python -m common.pipeline --check          # the root dvc.yaml and every paper's; 1 if stale
+    python -m common.pipeline papers/<paper>   # rewrite its dvc.yaml's code deps (`.`, `data`)
+    python -m common.pipeline --check          # every dvc.yaml of the repo; 1 if stale
 
 Only the code deps (`common/*.py`, `papers/**/*.py` entries) are rewritten, sorted, after the
 stage's other deps (data, params files, checked.txt, runs folders), which keep their order, lines
@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 PACKAGES = ("common", "papers")
-ROOT_TARGET = "."  # the root dvc.yaml (the data stage), named on the command line
+ROOT_TARGET = "."  # the root dvc.yaml (papers' stages, the summary), named on the command line
 
 
 def module_file(root: Path, module: str) -> Path | None:
@@ -149,7 +149,8 @@ def plans(root: Path, dvc_file: Path) -> list[Plan]:
 
 
 def target_name(root: Path, dvc_file: Path) -> str:
-    """How the command line names `dvc_file`: its paper folder, or `.` for the root's."""
+    """How the command line names `dvc_file`: its folder (`papers/<paper>`, `data`), `.` for the
+    root's."""
     folder = dvc_file.resolve().parent.relative_to(root.resolve())
     return ROOT_TARGET if folder == Path() else folder.as_posix()
 
@@ -167,8 +168,9 @@ def stale(root: Path, dvc_file: Path) -> list[str]:
 
 
 def dvc_files(root: Path) -> list[Path]:
-    """The root dvc.yaml and every paper's, in that order."""
-    return [root / "dvc.yaml", *sorted(root.glob("papers/*/dvc.yaml"))]
+    """The root dvc.yaml, the data sets' and every paper's, in that order."""
+    data = [root / "data" / "dvc.yaml"] if (root / "data" / "dvc.yaml").is_file() else []
+    return [root / "dvc.yaml", *data, *sorted(root.glob("papers/*/dvc.yaml"))]
 
 
 # The line-based rewrite: a stage is a key one level under `stages:`; its `deps:` a key one level
@@ -273,7 +275,7 @@ def _dvc_file(root: Path, target: str) -> Path:
     path = Path(target)
     path = path if path.name == "dvc.yaml" else path / "dvc.yaml"
     if not path.is_file():
-        sys.exit(f"error: {target}: no dvc.yaml there (a paper folder papers/<name>, or .)")
+        sys.exit(f"error: {target}: no dvc.yaml there (a paper folder papers/<name>, data, or .)")
     if not path.resolve().is_relative_to(root.resolve()):
         sys.exit(f"error: {target}: not in this repo ({root})")
     return path
@@ -281,7 +283,7 @@ def _dvc_file(root: Path, target: str) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("targets", nargs="*", help="papers/<paper> or . (default: all)")
+    parser.add_argument("targets", nargs="*", help="papers/<paper>, data or . (default: all)")
     parser.add_argument("--check", action="store_true", help="say what is stale, change nothing")
     args = parser.parse_args(argv)
     root = Path.cwd()

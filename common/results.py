@@ -27,6 +27,23 @@ RUN_METRICS = (
     "test_curve_images", "params", "macs",
 )  # fmt: skip
 
+# The cross-paper measures (common.summary's figures, the W&B report's panels, every run's W&B
+# summary): metrics.json names, the same in every paper, and their labels.
+SUMMARY_METRICS = {
+    "test_error": "test error (%)",
+    "final_train_error": "training error (%)",
+    "train_time_s": "training time (s)",
+    "params": "parameters",
+    "macs": "multiply-adds",
+}
+
+
+def family(model: dict[str, Any]) -> str:
+    """A network's family: the paper folder that defines its class (`papers.wrn.model.WideResNet`
+    → `wrn`), so an arm built on another paper's network (DPN's ResNeXt baseline) counts there."""
+    module = str(model.get("class_path", "")).split(".")
+    return module[1] if len(module) > 2 and module[0] == "papers" else ".".join(module[:-1])
+
 
 def run_name(arm: str, dataset: str, seed: int) -> str:
     """The run directory's name; DVC's `runs/${item.arm}-${item.dataset}-s${item.seed}` spells

@@ -41,6 +41,7 @@ from common.datasets import DATASETS
 from common.imagefolder import ImageFolderDataModule
 from common.io import atomic_torch_save, atomic_write_json, atomic_write_text, short_error
 from common.metrics import count_macs, count_params
+from common.results import family
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY_FIELDS = (
@@ -48,6 +49,8 @@ HISTORY_FIELDS = (
     "test_error", "train_time_s",
 )  # fmt: skip
 EVAL_TRAIN_FIELDS = ("train_eval_loss", "train_eval_error")
+# run.json's keys that tag a W&B run (`paper:wrn`, ...): the same in every paper, to slice by.
+WANDB_TAGS = ("paper", "family", "profile", "dataset", "arm", "seed", "precision", "device")
 
 
 class MultiStep:
@@ -212,17 +215,36 @@ class History(Callback):
         self.rows = list(state["rows"])
 
 
+def _on_gpu(accelerator: str) -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def cpu_class() -> str:
+    """The CPU class the README's budgets name: `avx512-bf16` (native bf16), `avx512`, or `avx2`
+    (also where torch is told to use AVX2 kernels, as `budget.py --slow-class` does)."""
+    if os.environ.get("ATEN_CPU_CAPABILITY") in ("avx2", "default"):
+        return "avx2"
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return "avx512-bf16"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def device_class(accelerator: str) -> str:
+    """What trained the run: `cpu-<class>` (cpu_class) or `gpu-<name>`."""
+    if _on_gpu(accelerator):
+        return "gpu-" + torch.cuda.get_device_name().replace(" ", "-")
+    return f"cpu-{cpu_class()}"
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """`auto`: bf16 mixed precision where the hardware runs it natively, else fp32."""
     if precision != "auto":
         return precision
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if _on_gpu(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if os.environ.get("ATEN_CPU_CAPABILITY") in ("avx2", "default"):
-        return "32-true"  # torch told to use AVX2 kernels: no native bf16 (budget.py --slow-class)
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
+    return "bf16-mixed" if cpu_class() == "avx512-bf16" else "32-true"
 
 
 def deterministic_mode(accelerator: str) -> str | None:
@@ -366,7 +388,9 @@ def _selected_test_error(
     return result["selected_test_error"]
 
 
-def _logger(config: RunConfig) -> Any:
+def _logger(config: RunConfig, run: dict[str, Any]) -> Any:
+    """W&B's run, its config the run's configuration plus `run` (what slices runs across papers:
+    family, parameters, multiply-adds, precision, device), tagged `<key>:<value>` by WANDB_TAGS."""
     mode = config.wandb.mode
     if mode == "disabled":
         return False
@@ -376,7 +400,8 @@ def _logger(config: RunConfig) -> Any:
     logger = WandbLogger(
         project=config.wandb.project, group=config.paper,
         name=f"{config.paper}/{config.name}", job_type=config.profile, mode=mode,
-        save_dir=config.wandb.dir, config=config.to_dict(),
+        save_dir=config.wandb.dir, config={**config.to_dict(), **run},
+        tags=[f"{key}:{run[key]}" for key in WANDB_TAGS],
         settings=wandb.Settings(silent=True),  # its per-run banner and sync hints: see the README
     )  # fmt: skip
     # Lightning 2.6 always passes `anonymous=None`, which wandb >= 0.19 warns is deprecated.
@@ -430,13 +455,19 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     model = build_model(config.model, data.image_shape[0], data.num_classes)
     stats = {"params": count_params(model), "macs": count_macs(model, (1, *data.image_shape))}
     digest = run_digest(config, data.content_hash, precision)
+    run = {  # what the run is and how it was obtained (text): run.json
+        "paper": config.paper, "profile": config.profile, "arm": config.arm,
+        "dataset": config.dataset, "seed": config.seed, "family": family(config.model),
+        "precision": precision, "device": device_class(t.accelerator), "threads": t.threads,
+        "select": config.select, "config_digest": config.digest(), "run_digest": digest,
+    }  # fmt: skip
     out = Path(out)
     shape = {"input_shape": list(data.image_shape), "num_classes": data.num_classes}
     atomic_write_json(out / "config.json", {**config.to_dict(), **shape})  # load_network's input
     module = Classifier(model, config.optim, config.schedule, config.trainer.channels_last, digest)
     resume = _resume_from(out / "ckpt" / "last.ckpt", digest)
     history = History(out / "history.csv")
-    logger = _logger(config)
+    logger = _logger(config, run | stats)
     # With a per-epoch test curve on a subset, the reported error needs the selected weights.
     test_once = config.data.test_curve_size is not None
     best = _best_checkpoint(out / "ckpt") if test_once and config.select != "last" else None
@@ -465,12 +496,6 @@ def fit(config: RunConfig, data_file: Path | None, out: Path) -> dict[str, Any]:
     # checkpoint, and history.csv is written from them (as after every epoch).
     history.write()
     chosen = select_epoch(history.rows, config.select)
-    run = {  # what the run is and how it was obtained (text): run.json
-        "paper": config.paper, "profile": config.profile, "arm": config.arm,
-        "dataset": config.dataset, "seed": config.seed, "precision": precision,
-        "threads": t.threads, "select": config.select, "config_digest": config.digest(),
-        "run_digest": digest,
-    }  # fmt: skip
     metrics = {  # its numbers (RUN_METRICS): metrics.json, DVC's metrics
         "epochs": len(history.rows), "steps": trainer.global_step,
         "train_images": len(data.train_set), **stats,

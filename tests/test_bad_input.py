@@ -393,7 +393,8 @@ def dvc_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess
     ignore = shutil.ignore_patterns(*OUTPUTS)
     for name in ("common", "papers/resnet"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
-    for name in ("papers/__init__.py", "params.yaml", "dvc.yaml"):
+    (root / "data").mkdir()
+    for name in ("papers/__init__.py", "params.yaml", "dvc.yaml", "data/dvc.yaml"):
         shutil.copy(REPO / name, root / name)
     env = {**child_env(), "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
     dvc = [str(REPO / ".venv" / "bin" / "dvc")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.results import SUMMARY_METRICS
+from common.training import cpu_class
+from common.wandb_offline import read_offline_run
 from tests.conftest import child_env
 
 NOISE = ("Tip:", "v_num", "anonymous", "limit_train_batches", "LeafSpec", "GPU available")
@@ -83,7 +87,22 @@ def test_piped_output_names_the_run_and_prints_each_epoch_as_it_ends(
     assert "it/s" not in output  # no progress bar when nobody watches
     assert [noise for noise in NOISE if noise in output] == []
     # W&B's offline run beside the paper's own, where the README's `wandb sync` looks (issue 19).
-    assert list((tmp_path / "tiny_paper" / "wandb").glob("offline-run-*/files")), output[-2000:]
+    [offline] = (tmp_path / "tiny_paper" / "wandb").glob("offline-run-*")
+    # Sliceable across papers (issue 26): the same tags, config keys and summary names everywhere.
+    run = read_offline_run(offline)
+    assert run.group == "tiny_paper" and run.job_type == "default"
+    assert run.tags == [
+        "paper:tiny_paper", "family:resnet", "profile:default", "dataset:fashion_mnist",
+        "arm:tiny", "seed:1", "precision:32-true", f"device:cpu-{cpu_class()}",
+    ]  # fmt: skip
+    identity = {"paper", "family", "profile", "dataset", "arm", "seed", "precision", "device"}
+    assert identity | {"params", "macs"} <= set(run.config), sorted(run.config)
+    assert (
+        run.config["params"]
+        == json.loads((tmp_path / "run" / "metrics.json").read_text())["params"]
+    )
+    assert set(SUMMARY_METRICS) <= run.summary_keys, sorted(run.summary_keys)
+    assert {"train_error", "test_error"} <= run.history_keys, sorted(run.history_keys)
 
 
 @pytest.mark.slow

@@ -29,6 +29,8 @@ def test_every_stage_lists_exactly_the_code_it_runs() -> None:
 def _code_copy(root: Path) -> Path:
     """The code and the DVC files (no runs, results or W&B logs)."""
     shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "data").mkdir()
+    shutil.copy2(REPO / "data" / "dvc.yaml", root / "data" / "dvc.yaml")
     for name in ("common", "papers"):
         skip = shutil.ignore_patterns("runs", "results", "wandb", "__pycache__")
         shutil.copytree(REPO / name, root / name, ignore=skip)
@@ -134,7 +136,7 @@ def test_committed_locks_match_the_code_beside_them(tmp_path: Path) -> None:
     targets = [str(p.relative_to(root)) for p in locked]  # a paper not run yet has no lock
     dvc = str(REPO / ".venv" / "bin" / "dvc")
     result = subprocess.run(
-        [dvc, "status", "--json", "data@fashion_mnist", *targets],
+        [dvc, "status", "--json", "data/dvc.yaml:data@fashion_mnist", *targets],
         cwd=root, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
