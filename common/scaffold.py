@@ -26,6 +26,7 @@ from common import pipeline
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 README_ROW = re.compile(r"^\| \[`papers/\w+`\]\(papers/\w+/README\.md\) \|.*\n", re.M)
 NOTEBOOK_ROW = re.compile(r"^\| `\w+\.ipynb` \|.*\n", re.M)
+SUMMARY_STAGE = "  summary:"  # the root dvc.yaml's last stage: every paper's stage goes before it
 
 
 class ScaffoldError(Exception):
@@ -71,6 +72,15 @@ def render(template: str, **values: str) -> str:
     return Template((TEMPLATES / template).read_text()).substitute(values)
 
 
+def _before_summary(text: str, stage: str) -> str:
+    """The root dvc.yaml with the paper's stage after the other papers' and before `summary`,
+    which a bare `dvc repro` must reach last (DVC runs unrelated stages in file order)."""
+    at = text.find(SUMMARY_STAGE)
+    if at < 0:
+        return text.rstrip("\n") + "\n" + stage
+    return text[:at] + stage + text[at:]
+
+
 def _after_last(pattern: re.Pattern[str], text: str, row: str) -> str:
     """`text` with `row` after the last line that matches `pattern` (unchanged without one)."""
     matches = list(pattern.finditer(text))
@@ -108,7 +118,7 @@ def plan(root: Path, name: str, extends: str | None) -> dict[Path, str]:
         files[folder / template] = render(f"{template}.tmpl", **values)
     files[Path("notebooks") / f"{name}.ipynb"] = render("notebook.ipynb.tmpl", **values)
     stage = render("root_stage.yaml.tmpl", **values)
-    files[Path("dvc.yaml")] = (root / "dvc.yaml").read_text().rstrip("\n") + "\n" + stage
+    files[Path("dvc.yaml")] = _before_summary((root / "dvc.yaml").read_text(), stage)
     readme_row = (
         f"| [`papers/{name}`](papers/{name}/README.md) | TODO: authors year, *the paper's title* "
         "| TODO: its key table | TODO: the default profile (arms, data, epochs, seeds) |\n"

@@ -14,10 +14,12 @@ PAPERS = sorted(p.parent.name for p in (REPO / "papers").glob("*/dvc.yaml"))
 MAX_BYTES = 300_000  # committed executed with its figures, but small
 
 
-def execute_notebook(notebook: Path, paper_dir: Path, out: Path) -> list[dict]:
+def execute_notebook(
+    notebook: Path, paper_dir: Path, out: Path, parameter: str = "paper_dir"
+) -> list[dict]:
     """Execute `notebook` on `paper_dir` (papermill raises on a cell error); return all outputs."""
     papermill.execute_notebook(
-        str(notebook), str(out), parameters={"paper_dir": str(paper_dir)},
+        str(notebook), str(out), parameters={parameter: str(paper_dir)},
         kernel_name="python3", cwd=str(out.parent), progress_bar=False,
     )  # fmt: skip
     outputs = [o for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", [])]
