@@ -65,7 +65,8 @@ def build(root: Path, project: str, entity: str) -> Any:
         wr.H1("Across papers"),
         wr.PanelGrid(runsets=across, panels=figures),
     ]  # fmt: skip
-    present = [d for d in paper_dirs(root) if offline_runs(d) or load_runs(d)]
+    papers = paper_dirs(root)
+    present = [d for d in papers if offline_runs(d) or load_runs(d)]
     for paper_dir in present:
         curves = [wr.LinePlot(title=title, x="epoch", y=metrics)
                   for title, metrics in CURVES.items()]  # fmt: skip
@@ -75,7 +76,7 @@ def build(root: Path, project: str, entity: str) -> Any:
             wr.PanelGrid(runsets=[runset(paper_dir.name, f"Group = '{paper_dir.name}'")],
                          panels=curves),
         ]  # fmt: skip
-    absent = [d.name for d in paper_dirs(root) if d not in present]
+    absent = [d.name for d in papers if d not in present]
     if absent:
         blocks.append(wr.P(f"No runs yet: {', '.join(absent)}."))
     return wr.Report(project=project, entity=entity, title=TITLE, blocks=blocks)
