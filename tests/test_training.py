@@ -286,10 +286,11 @@ def test_test_curve_subset_reports_the_selected_weights_on_the_whole_test_set(
 
 
 def test_testing_the_selected_epoch_keeps_the_whole_history(tmp_path, prepared_file, make_config):
-    """An epoch before the last is selected (after epoch 1 the LR jumps 1000-fold and training
-    breaks down); testing its weights must not cut the history, the epoch count or the training
-    time back to that epoch."""
-    schedule = {"epochs": 3, "milestones": [1], "gamma": 1000.0}
+    """An epoch before the last is selected: after epoch 1 the LR jumps 1e12-fold, the weights
+    overflow to NaN, and epochs 2 and 3 predict alike, so the tie goes to the earlier (a 1000-fold
+    jump left a chance-level net whose epoch 3 could win). Testing the selected weights must not
+    cut the history, the epoch count or the training time back to that epoch."""
+    schedule = {"epochs": 3, "milestones": [1], "gamma": 1e12}
     config = make_config(select="lowest_val", schedule=schedule, data={"test_curve_size": 50})
     metrics = fit(config, prepared_file, tmp_path)
     rows = read_history(tmp_path)
